@@ -1,0 +1,57 @@
+"""Balance, the model list with input schemas, and price quotes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from openi2v.api.context import json_body, api_key, ctx
+from openi2v.api.schemas import envelope
+from openi2v.domain.billing import billed_seconds, price_micros, to_usd
+from openi2v.domain.inputs import REQUEST_SCHEMA, parse_duration
+from openi2v.errors import InvalidInput, NotFound
+
+router = APIRouter()
+
+
+@router.get("/api/v3/balance")
+def balance(request: Request, key_id: int = Depends(api_key)) -> dict:
+    return envelope({"balance": to_usd(ctx(request).accounts.balance(key_id)), "currency": "USD"})
+
+
+@router.get("/api/v3/account/balance")
+def balance_alias(request: Request, key_id: int = Depends(api_key)) -> dict:
+    return balance(request, key_id)
+
+
+@router.get("/api/v3/models")
+def models(request: Request, key_id: int = Depends(api_key)) -> dict:
+    c = ctx(request)
+    return envelope([{
+        "model_id": model_id,
+        "name": model_id,
+        "description": c.engine_descriptions.get(model_id, ""),
+        "engine": engine,
+        "type": "image-to-video",
+        "base_price": c.settings.prices.get(model_id, 0.0),
+        "api_schema": {"api_schemas": [{"type": "model_run", "method": "POST", "api_path": f"/api/v3/{model_id}",
+                                        "request_schema": REQUEST_SCHEMA}]},
+    } for model_id, engine in c.settings.engines.items()])
+
+
+@router.post("/api/v3/model/pricing")
+@router.post("/api/v3/model/price")
+async def pricing(request: Request, key_id: int = Depends(api_key)) -> dict:
+    c = ctx(request)
+    body = await json_body(request, required=True)
+    model_id = body.get("model_id") or body.get("model")
+    if model_id not in c.settings.engines:
+        raise NotFound(f"model not found: {model_id}")
+    inputs = body.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        raise InvalidInput("inputs", "must be a JSON object")
+    duration = parse_duration(inputs.get("duration"))
+    per_5s = c.settings.prices.get(model_id, 0.0)
+    price = to_usd(price_micros(per_5s, duration))
+    return envelope({"model_id": model_id, "unit_price": per_5s / 5, "unit": "second",
+                     "billed_seconds": billed_seconds(duration), "price": price, "discounted_price": price,
+                     "currency": "USD"})

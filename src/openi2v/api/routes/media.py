@@ -1,0 +1,91 @@
+"""Uploads (ticket + PUT, and legacy multipart) and the public file URLs."""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+
+from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from openi2v.api.context import json_body, Context, api_key, ctx
+from openi2v.api.schemas import envelope, iso
+from openi2v.errors import InvalidInput, PayloadTooLarge
+from openi2v.storage.local import safe_name
+from openi2v.store import Upload
+
+router = APIRouter()
+
+
+@router.post("/api/v3/media/uploads")
+async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> dict:
+    c = ctx(request)
+    body = await json_body(request, required=True)
+    filename = body.get("filename")
+    if not isinstance(filename, str) or not filename.strip():
+        raise InvalidInput("filename", "is required")
+    size = body.get("size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidInput("size", "must be a non-negative integer")
+    _check_size(c, size)
+    content_type = body.get("content_type") or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(filename), content_type, size,
+                                     c.settings.upload_ticket_ttl_s)
+    base = c.base_url(request)
+    data = _upload_data(upload, base)
+    data["upload"] = {"method": "PUT", "url": f"{base}api/v3/media/uploads/{upload.token}",
+                      "headers": {"Content-Type": content_type}, "expires_at": iso(upload.put_expires_at)}
+    return envelope(data)
+
+
+@router.put("/api/v3/media/uploads/{token}")
+async def put_upload(token: str, request: Request) -> dict:
+    """The capability URL: no key; single use; expires."""
+    c = ctx(request)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        _check_size(c, int(declared))
+    upload = await run_in_threadpool(c.uploads.consume_ticket, token)
+    body = await request.body()
+    size = await run_in_threadpool(_write, c, upload, body)
+    await run_in_threadpool(c.uploads.set_size, token, size)
+    return envelope({"download_url": _upload_data(upload, c.base_url(request))["download_url"], "size": size})
+
+
+@router.post("/api/v3/media/upload/binary")
+async def upload_binary(file: UploadFile, request: Request, key_id: int = Depends(api_key)) -> dict:
+    c = ctx(request)
+    content_type = file.content_type or mimetypes.guess_type(file.filename or "")[0] or "application/octet-stream"
+    upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(file.filename or "upload"), content_type,
+                                     0, 0, True)
+    size = await run_in_threadpool(c.storage.write_upload, upload.token, upload.filename, file.file,
+                                   c.settings.max_upload_mb * 2**20)
+    await run_in_threadpool(c.uploads.set_size, upload.token, size)
+    data = _upload_data(upload, c.base_url(request))
+    data["size"] = size
+    return envelope(data)
+
+
+@router.get("/media/{token}/{filename}")
+@router.get("/files/{token}/{filename}")
+def serve_file(token: str, filename: str, request: Request) -> FileResponse:
+    kind = request.url.path.split("/", 2)[1]
+    path = ctx(request).storage.resolve(kind, token, filename)
+    return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+
+
+def _upload_data(upload: Upload, base: str) -> dict:
+    kind = upload.content_type.split("/", 1)[0]
+    return {"type": kind if kind in ("image", "video", "audio") else "file",
+            "download_url": f"{base}media/{upload.token}/{upload.filename}",
+            "filename": upload.filename, "size": upload.size}
+
+
+def _check_size(c: Context, size: int) -> None:
+    if size > c.settings.max_upload_mb * 2**20:
+        raise PayloadTooLarge(f"size: must be at most {c.settings.max_upload_mb} MB")
+
+
+def _write(c: Context, upload: Upload, body: bytes) -> int:
+    return c.storage.write_upload(upload.token, upload.filename, io.BytesIO(body), c.settings.max_upload_mb * 2**20)

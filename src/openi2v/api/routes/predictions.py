@@ -1,0 +1,129 @@
+"""Submit, poll and list predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from openi2v.api.context import Context, api_key, ctx, json_body
+from openi2v.api.schemas import envelope, prediction_data
+from openi2v.domain.billing import price_micros
+from openi2v.domain.inputs import MEDIA_FIELDS, VideoRequest, check_audio, check_image, parse_request
+from openi2v.domain.prediction import Status
+from openi2v.errors import InvalidInput, NotFound
+from openi2v.store import Prediction
+
+router = APIRouter()
+SYNC_POLL_S = 0.1
+
+
+@router.get("/api/v3/predictions/{prediction_id}/result")
+@router.get("/api/v3/predictions/{prediction_id}")
+def get_prediction(prediction_id: str, request: Request, key_id: int = Depends(api_key)) -> dict:
+    c = ctx(request)
+    return envelope(_data(c, request, c.predictions.get(prediction_id, key_id)))
+
+
+@router.post("/api/v3/predictions")
+async def history(request: Request, key_id: int = Depends(api_key)) -> dict:
+    body = await json_body(request, required=False)
+    page = _int_field(body, "page", 1, 1, 10**6)
+    page_size = _int_field(body, "page_size", 20, 1, 100)
+    status = body.get("status") or None
+    if status is not None and status not in {s.value for s in Status}:
+        raise InvalidInput("status", f"must be one of {', '.join(s.value for s in Status)}")
+    c = ctx(request)
+    total, items = await run_in_threadpool(
+        c.predictions.history, key_id, page, page_size, body.get("model") or None, status,
+        _time_field(body, "created_after"), _time_field(body, "created_before"))
+    base = c.base_url(request)
+    return envelope({"page": page, "page_size": page_size, "total": total,
+                     "items": [prediction_data(p, base, c.storage) for p in items]})
+
+
+@router.post("/api/v3/{model_path:path}")
+async def submit(model_path: str, request: Request, key_id: int = Depends(api_key)) -> dict:
+    c = ctx(request)
+    if model_path not in c.settings.engines:
+        raise NotFound(f"model not found: {model_path}")
+    body = await json_body(request, required=True)
+    if request.query_params.get("webhook"):
+        raise InvalidInput("webhook", "webhooks are not supported by this server yet; poll the result URL")
+    req = parse_request(body)
+    inputs = await run_in_threadpool(_store_local_media, c, key_id, req)
+    price = price_micros(c.settings.prices.get(model_path, 0.0), req.duration)
+    p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
+                                bool(body.get("enable_base64_output")))
+    if body.get("enable_sync_mode"):
+        return await _wait(c, request, p)
+    return envelope(_data(c, request, p))
+
+
+def _data(c: Context, request: Request, p: Prediction) -> dict:
+    return prediction_data(p, c.base_url(request), c.storage, c.predictions.queue_position(p))
+
+
+async def _wait(c: Context, request: Request, p: Prediction) -> dict:
+    """enable_sync_mode: block until the prediction ends or the cap passes (then answer 5004)."""
+    deadline = time.monotonic() + c.settings.sync_timeout_s
+    while time.monotonic() < deadline:
+        p = await run_in_threadpool(c.predictions.get, p.id)
+        if p.status.terminal:
+            return envelope(_data(c, request, p))
+        await asyncio.sleep(SYNC_POLL_S)
+    data = await run_in_threadpool(_data, c, request, p)
+    data.update(code=5004, error=(f"Sync mode timed out after {c.settings.sync_timeout_s:g} seconds. "
+                                  "The prediction is still processing asynchronously."))
+    return envelope(data)
+
+
+def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, Any]:
+    """Judge media we already hold (data URIs, our uploads) now, so bad files are a 400 at submit.
+
+    Data URIs are kept as uploads so the stored inputs stay small. Remote URLs are
+    fetched and judged by the worker (a failure there fails the prediction).
+    """
+    inputs = req.to_json()
+    for field in MEDIA_FIELDS:
+        ref = inputs.get(field)
+        data = c.fetcher.local(field, ref) if ref else None
+        if data is None:
+            continue
+        if field == "audio":
+            check_audio(field, data)
+        else:
+            check_image(field, data)
+        if ref.startswith("data:"):
+            content_type = ref[5:].split(";", 1)[0]
+            name = f"{field}.{content_type.rsplit('/', 1)[-1] or 'bin'}"
+            upload = c.uploads.create(key_id, name, content_type, len(data), 0, received=True)
+            path = c.storage.upload_path(upload.token, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            inputs[field] = f"/media/{upload.token}/{path.name}"
+    return inputs
+
+
+def _int_field(body: dict, field: str, default: int, lo: int, hi: int) -> int:
+    value = body.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidInput(field, f"must be an integer between {lo} and {hi}")
+    return value
+
+
+def _time_field(body: dict, field: str) -> float | None:
+    value = body.get(field)
+    if value in (None, ""):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(field, "must be an ISO-8601 time such as 2025-05-18T06:00:00Z") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()

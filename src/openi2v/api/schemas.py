@@ -1,0 +1,65 @@
+"""Wire shapes: the v3 envelope and the prediction object, exactly as the clients read them."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+from openi2v.domain.billing import to_usd
+from openi2v.domain.prediction import Status
+from openi2v.storage.local import LocalStorage
+from openi2v.store import Prediction
+
+
+def envelope(data: Any, code: int = 200, message: str = "success") -> dict[str, Any]:
+    return {"code": code, "message": message, "data": data}
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_position: int | None = None) -> dict:
+    """The ``data`` object of submit, result and history answers.
+
+    Hosted-API fields first; ours (seed, progress, queue_position, cost, details) are additive.
+    """
+    outputs = [_b64(o, storage) if p.base64_output else base + o for o in p.outputs]
+    data: dict[str, Any] = {
+        "id": p.id,
+        "model": p.model,
+        "outputs": outputs,
+        "urls": {"get": f"{base}api/v3/predictions/{p.id}/result"},
+        "has_nsfw_contents": list(p.nsfw),
+        "status": p.status.value,
+        "created_at": iso(p.created_at),
+        "error": p.error or "",
+        "executionTime": p.inference_ms,
+        "timings": {"inference": p.inference_ms},
+        "seed": p.seed,
+        "progress": p.progress,
+        "cost": to_usd(p.price_micros) if p.status is not Status.FAILED else 0.0,
+        "input": _public_inputs(p.inputs, base),
+    }
+    if p.status is Status.FAILED and p.error_code:
+        data["code"] = p.error_code
+    if queue_position is not None and not p.status.terminal:
+        data["queue_position"] = queue_position
+    if p.details:
+        details = dict(p.details)
+        if "poster" in details:
+            details["poster"] = base + details["poster"]
+        data["details"] = details
+    return data
+
+
+def _b64(rel: str, storage: LocalStorage) -> str:
+    _, token, name = rel.split("/", 2)
+    return base64.b64encode(storage.resolve("files", token, name).read_bytes()).decode()
+
+
+def _public_inputs(inputs: dict, base: str) -> dict:
+    """Inputs as the user can reuse them: our stored upload paths become absolute URLs."""
+    return {k: (base + v.lstrip("/") if isinstance(v, str) and v.startswith("/media/") else v)
+            for k, v in inputs.items()}

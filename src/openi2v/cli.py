@@ -1,0 +1,171 @@
+"""openi2v serve | keys | submit | generate: thin calls into the modules above."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from openi2v.config import KLING_MODEL, Settings
+
+app = typer.Typer(help="OpenI2V: a self-hosted, WaveSpeed-compatible image-to-video service.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _settings(**overrides) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+          port: int = typer.Option(8000, help="Port to listen on."),
+          workers: Optional[int] = typer.Option(None, help="In-process worker threads (0: API only)."),
+          dev: bool = typer.Option(False, help="Create (first start) and print a development API key.")) -> None:
+    """Run the API with its in-process workers."""
+    import uvicorn
+
+    from openi2v.api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(workers=workers)
+    application = create_app(settings)
+    url = settings.public_url.rstrip("/") or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
+    typer.echo(f"OpenI2V {url}")
+    typer.echo(f"  API:        {url}/api/v3/{KLING_MODEL}")
+    typer.echo(f"  Playground: {url}/playground")
+    if dev:
+        typer.echo(f"  API key:    {_dev_key(settings)}")
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _dev_key(settings: Settings) -> str:
+    """The development key lives in data_dir/dev-key (mode 600); only its hash is in the database."""
+    from openi2v.domain.billing import to_micros
+    from openi2v.store import AccountStore, Database
+
+    path = settings.data_dir / "dev-key"
+    accounts = AccountStore(Database(settings.db_url))
+    if path.exists():
+        key = path.read_text().strip()
+        try:
+            accounts.authenticate(key)
+            return key
+        except Exception:
+            pass  # revoked or from another database: make a new one
+    _, key = accounts.create_key("development", to_micros(100))
+    path.write_text(key + "\n")
+    os.chmod(path, 0o600)
+    return key
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Option("", help="A label for the key."),
+                balance: float = typer.Option(100.0, help="Starting balance in USD.")) -> None:
+    """Create a key; the key itself is printed once, alone on the last line."""
+    from openi2v.domain.billing import to_micros
+    from openi2v.store import AccountStore, Database
+
+    db = Database(_settings().db_url)
+    db.migrate()
+    key_id, key = AccountStore(db).create_key(name, to_micros(balance))
+    typer.echo(f"created key {key_id} ({name or 'unnamed'}) with balance ${balance:.2f}; store it now, it is not shown again:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    from openi2v.domain.billing import to_usd
+    from openi2v.store import AccountStore, Database
+
+    db = Database(_settings().db_url)
+    db.migrate()
+    for k in AccountStore(db).list_keys():
+        state = "revoked" if k.revoked else "active"
+        typer.echo(f"{k.id}\t{k.prefix}…\t{state}\t${to_usd(k.balance_micros):.2f}\t{k.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: str = typer.Argument(..., help="Key id or prefix, as `keys list` shows.")) -> None:
+    from openi2v.store import AccountStore, Database
+
+    db = Database(_settings().db_url)
+    db.migrate()
+    AccountStore(db).revoke(key.rstrip("…"))
+    typer.echo(f"revoked {key}")
+
+
+@app.command()
+def submit(image: Path = typer.Argument(..., exists=True, dir_okay=False),
+           prompt: str = typer.Option(..., "--prompt", "-p"),
+           negative_prompt: str = typer.Option("", help="What to avoid."),
+           duration: int = typer.Option(5, help="5 or 10 seconds."),
+           guidance_scale: float = typer.Option(0.5),
+           seed: Optional[int] = typer.Option(None),
+           wait: bool = typer.Option(False, help="Wait for the result with a progress bar."),
+           url: str = typer.Option("http://localhost:8000", envvar="OPENI2V_URL", help="Server base URL."),
+           key: str = typer.Option(..., envvar="WAVESPEED_API_KEY", help="API key.")) -> None:
+    """Submit IMAGE to a running server (a client of its public API)."""
+    from openi2v.client import Client
+
+    client = Client(url, key)
+    image_url = client.upload(image)
+    body = {"image": image_url, "prompt": prompt, "negative_prompt": negative_prompt, "duration": duration,
+            "guidance_scale": guidance_scale}
+    if seed is not None:
+        body["seed"] = seed
+    data = client.submit(KLING_MODEL, body)
+    typer.echo(f"prediction {data['id']}: {data['status']}")
+    if wait:
+        data = client.wait(data["id"])
+        typer.echo(data["error"] if data["status"] == "failed" else "\n".join(data["outputs"]))
+        raise typer.Exit(0 if data["status"] == "completed" else 1)
+
+
+@app.command()
+def generate(image: Path = typer.Argument(..., exists=True, dir_okay=False),
+             prompt: str = typer.Option(..., "--prompt", "-p"),
+             negative_prompt: str = typer.Option(""),
+             duration: int = typer.Option(5, help="5 or 10 seconds."),
+             seed: Optional[int] = typer.Option(None),
+             guidance_scale: float = typer.Option(0.5),
+             output: Path = typer.Option(Path("out.mp4"), "-o", "--output")) -> None:
+    """Run the camera-motion engine locally, without a server."""
+    import shutil
+
+    from rich.progress import Progress
+
+    from openi2v.domain.inputs import check_image, parse_request
+    from openi2v.engines.base import EngineJob
+    from openi2v.engines.motion import MotionEngine, MotionSettings
+    from openi2v.errors import InvalidInput
+
+    try:
+        req = parse_request({"image": "data:local", "prompt": prompt, "negative_prompt": negative_prompt,
+                             "duration": duration, "guidance_scale": guidance_scale, "seed": seed})
+        img = check_image("image", image.read_bytes())
+    except InvalidInput as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2)
+    engine = MotionEngine(MotionSettings.from_settings(_settings()))
+    engine.load()
+    with tempfile.TemporaryDirectory() as tmp, Progress() as bar:
+        task = bar.add_task("rendering", total=100)
+        started = time.perf_counter()
+        result = engine.run(EngineJob(img, req.prompt, req.negative_prompt, req.guidance_scale, req.duration,
+                                      req.seed, Path(tmp)), lambda f: bar.update(task, completed=f * 100),
+                            lambda: False)
+        shutil.copyfile(result.video, output)
+    plan = result.details["camera_plan"]
+    typer.echo(f"camera plan: {' -> '.join(plan['steps'])}")
+    typer.echo(f"seed {req.seed}; {result.frames} frames {result.width}x{result.height} @ {result.fps} fps "
+               f"in {time.perf_counter() - started:.2f} s -> {output}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,224 @@
+"""The ONE validation of user input: the API, the CLI and the playground all come here.
+
+Rules (from the Kling 2.5 Turbo Pro page):
+- ``image``: required; an http(s) URL, a ``data:`` URI, or one of our upload URLs.
+  The bytes must be JPEG or PNG (judged by content, not name), at most 10 MB, at least
+  300x300 px, aspect ratio between 1:2.5 and 2.5:1 inclusive. EXIF orientation is applied;
+  CMYK, grayscale, palette and alpha images become RGB (alpha composited on white).
+- ``prompt``: required, non-empty, at most 2,500 characters.
+- ``negative_prompt``: optional, at most 2,500 characters.
+- ``guidance_scale``: a number in [0, 1], default 0.5.
+- ``duration``: 5 or 10 (also "5" or "10"), default 5.
+- ``seed`` (ours): an integer in [0, 2**32 - 1]; absent means the server picks one.
+- ``last_image`` (optional): same rules as ``image``; the clip ends on it.
+- ``audio`` (optional): mp3, wav, aac or m4a, at most 20 MB.
+Unknown keys are ignored, as the hosted API does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import secrets
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from openi2v.errors import InvalidInput
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MIN_IMAGE_SIDE = 300
+MAX_ASPECT = 2.5
+MAX_PIXELS = 40_000_000  # far below Pillow's bomb limit; a photo never needs more
+MAX_PROMPT = 2500
+MAX_AUDIO_BYTES = 20 * 1024 * 1024
+DURATIONS = (5, 10)
+MAX_SEED = 2**32 - 1
+MEDIA_FIELDS = ("image", "last_image", "audio")
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    image: str
+    prompt: str
+    negative_prompt: str = ""
+    guidance_scale: float = 0.5
+    duration: int = 5
+    seed: int = 0
+    last_image: str | None = None
+    audio: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def parse_request(body: Any) -> VideoRequest:
+    """Check every field of a submit body; raise InvalidInput naming the first bad one."""
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    return VideoRequest(
+        image=_media_ref(body, "image", required=True),
+        prompt=_text(body, "prompt", required=True),
+        negative_prompt=_text(body, "negative_prompt", required=False),
+        guidance_scale=_guidance(body.get("guidance_scale")),
+        duration=_duration(body.get("duration")),
+        seed=_seed(body.get("seed")),
+        last_image=_media_ref(body, "last_image", required=False),
+        audio=_media_ref(body, "audio", required=False),
+    )
+
+
+def parse_duration(value: Any) -> int:
+    """The duration rule alone, for price quotes."""
+    return _duration(value)
+
+
+def _media_ref(body: dict, field: str, required: bool) -> str | None:
+    value = body.get(field)
+    if value is None or value == "":
+        if required:
+            raise InvalidInput(field, "is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string: an http(s) URL or a data URI")
+    if not value.startswith(("http://", "https://", "data:")):
+        raise InvalidInput(field, "must be an http(s) URL or a data URI")
+    return value
+
+
+def _text(body: dict, field: str, required: bool) -> str:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise InvalidInput(field, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    if required and not value.strip():
+        raise InvalidInput(field, "must not be empty")
+    if len(value) > MAX_PROMPT:
+        raise InvalidInput(field, f"must be at most {MAX_PROMPT} characters (got {len(value)})")
+    return value
+
+
+def _guidance(value: Any) -> float:
+    if value is None:
+        return 0.5
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput("guidance_scale", "must be a number between 0 and 1")
+    if not 0 <= value <= 1:
+        raise InvalidInput("guidance_scale", f"must be between 0 and 1 (got {value})")
+    return float(value)
+
+
+def _duration(value: Any) -> int:
+    if value is None:
+        return 5
+    if isinstance(value, str) and value.strip() in ("5", "10"):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in DURATIONS:
+        return value
+    raise InvalidInput("duration", f"must be 5 or 10 (got {value!r})")
+
+
+def _seed(value: Any) -> int:
+    if value is None or value == -1:
+        return secrets.randbelow(MAX_SEED + 1)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("seed", "must be an integer")
+    if not 0 <= value <= MAX_SEED:
+        raise InvalidInput("seed", f"must be between 0 and {MAX_SEED}, or -1 for random")
+    return value
+
+
+# --- media bytes -----------------------------------------------------------------
+
+
+def decode_data_uri(field: str, uri: str) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep or ";base64" not in header:
+        raise InvalidInput(field, "data URI must be base64-encoded (data:<type>;base64,<data>)")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(field, "data URI holds invalid base64") from exc
+
+
+def check_image(field: str, data: bytes) -> Image.Image:
+    """Decode image bytes under the page's rules; return an RGB image, upright."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidInput(field, f"must be at most 10 MB (got {len(data) / 2**20:.1f} MB)")
+    if not (data.startswith(b"\xff\xd8\xff") or data.startswith(b"\x89PNG\r\n\x1a\n")):
+        raise InvalidInput(field, "must be a JPEG or PNG image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=["JPEG", "PNG"])
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise InvalidInput(field, f"has too many pixels ({w}x{h}); at most 40 megapixels")
+            img.load()
+    except InvalidInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInput(field, "has too many pixels (decompression bomb)") from exc
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError ... on bad files
+        raise InvalidInput(field, "is truncated or not a decodable image") from exc
+    _check_geometry(field, w, h)
+    return to_rgb(ImageOps.exif_transpose(img))
+
+
+def _check_geometry(field: str, w: int, h: int) -> None:
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise InvalidInput(field, f"must be at least 300x300 pixels (got {w}x{h})")
+    if max(w / h, h / w) > MAX_ASPECT:
+        raise InvalidInput(field, f"aspect ratio must be between 1:2.5 and 2.5:1 (got {w}x{h})")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if img.mode == "I;16" or img.mode == "I":
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
+def check_audio(field: str, data: bytes) -> str:
+    """Judge audio by its bytes; return the container name for the demuxer."""
+    if len(data) > MAX_AUDIO_BYTES:
+        raise InvalidInput(field, f"must be at most 20 MB (got {len(data) / 2**20:.1f} MB)")
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[4:8] == b"ftyp":
+        return "mp4"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "mp3" if data[:3] == b"ID3" or data[1] & 0x06 else "aac"
+    raise InvalidInput(field, "must be an mp3, wav, aac or m4a audio file")
+
+
+# --- schema for GET /api/v3/models ------------------------------------------------
+
+REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "image": {"type": "string", "description": "First frame: URL or data URI. JPEG/PNG, <=10 MB, >=300x300 px, aspect 1:2.5 to 2.5:1."},
+        "prompt": {"type": "string", "maxLength": MAX_PROMPT, "description": "The positive prompt for the generation."},
+        "negative_prompt": {"type": "string", "maxLength": MAX_PROMPT, "description": "The negative prompt for the generation."},
+        "guidance_scale": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+        "duration": {"type": "integer", "enum": list(DURATIONS), "default": 5},
+        "seed": {"type": "integer", "minimum": -1, "maximum": MAX_SEED, "description": "Empty or -1: random."},
+        "last_image": {"type": "string", "description": "Optional last frame, same rules as image."},
+        "audio": {"type": "string", "description": "Optional soundtrack: mp3, wav, aac or m4a."},
+    },
+    "required": ["image", "prompt"],
+    "x-order-properties": ["image", "prompt", "negative_prompt", "guidance_scale", "duration", "seed", "last_image", "audio"],
+}

@@ -1,0 +1,74 @@
+"""The one exception tree. Each class carries its HTTP status; ``api/app.py`` maps them.
+
+    OpenI2VError
+     ├── InvalidInput          400  a field broke a rule ("<field>: <rule>")
+     ├── Unauthorized          401  missing or unknown API key
+     ├── InsufficientBalance   403
+     ├── NotFound              404
+     ├── PayloadTooLarge       413
+     ├── Conflict              409  e.g. an upload ticket already used
+     ├── MediaUnavailable      a referenced URL could not be fetched (task code 1402)
+     ├── EngineError           the engine failed a job (task code 1403)
+     │    └── ContentBlocked   the NSFW policy blocked the output (task code 1200)
+     └── StorageError          writing or reading files failed (infrastructure)
+
+Task codes follow WaveSpeed's table: 1200 moderation, 1401 invalid parameter,
+1402 media access failed, 1403 task failed, 5000 internal.
+"""
+
+from __future__ import annotations
+
+
+class OpenI2VError(Exception):
+    status_code = 500
+    task_code = 5000
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(OpenI2VError):
+    status_code = 400
+    task_code = 1401
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+
+
+class Unauthorized(OpenI2VError):
+    status_code = 401
+
+
+class InsufficientBalance(OpenI2VError):
+    status_code = 403
+
+
+class NotFound(OpenI2VError):
+    status_code = 404
+
+
+class Conflict(OpenI2VError):
+    status_code = 409
+
+
+class PayloadTooLarge(OpenI2VError):
+    status_code = 413
+
+
+class MediaUnavailable(OpenI2VError):
+    status_code = 400
+    task_code = 1402
+
+
+class EngineError(OpenI2VError):
+    task_code = 1403
+
+
+class ContentBlocked(EngineError):
+    task_code = 1200
+
+
+class StorageError(OpenI2VError):
+    pass

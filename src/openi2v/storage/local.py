@@ -1,0 +1,76 @@
+"""Files on local disk, under unguessable tokens; the API serves them without a key.
+
+    {data_dir}/uploads/{token}/{filename}   -> /media/{token}/{filename}
+    {data_dir}/outputs/{token}/{filename}   -> /files/{token}/{filename}
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from openi2v.errors import NotFound, PayloadTooLarge, StorageError
+
+KINDS = {"uploads": "media", "outputs": "files"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(filename: str) -> str:
+    name = _UNSAFE.sub("_", Path(filename or "upload").name).strip("._") or "upload"
+    return name[:120]
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def upload_path(self, token: str, filename: str) -> Path:
+        return self._path("uploads", token, filename)
+
+    def write_upload(self, token: str, filename: str, stream: BinaryIO, max_bytes: int) -> int:
+        """Copy a stream to disk, refusing more than ``max_bytes``; returns the size."""
+        path = self.upload_path(token, filename)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        try:
+            with open(path, "wb") as f:
+                while chunk := stream.read(1 << 20):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PayloadTooLarge(f"file: must be at most {max_bytes // 2**20} MB")
+                    f.write(chunk)
+        except PayloadTooLarge:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise
+        except OSError as exc:
+            raise StorageError(f"could not store upload: {exc}") from exc
+        return size
+
+    def save_output(self, src: Path, filename: str) -> str:
+        """Move a finished file into place; return its URL path (relative to the public base)."""
+        token = secrets.token_urlsafe(24)
+        dest = self._path("outputs", token, filename)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+        except OSError as exc:
+            raise StorageError(f"could not store output: {exc}") from exc
+        return f"files/{token}/{dest.name}"
+
+    def resolve(self, url_kind: str, token: str, filename: str) -> Path:
+        """The file behind /media/... or /files/...; NotFound for anything else."""
+        kind = {v: k for k, v in KINDS.items()}.get(url_kind)
+        if kind is None:
+            raise NotFound("file not found")
+        path = self._path(kind, token, filename)
+        if not path.is_file():
+            raise NotFound("file not found")
+        return path
+
+    def _path(self, kind: str, token: str, filename: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", token):
+            raise NotFound("file not found")
+        return self.root / kind / token / safe_name(filename)

@@ -1,0 +1,91 @@
+"""API keys (stored as SHA-256 hashes) and the money ledger they own."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+
+from openi2v.domain.prediction import Status
+from openi2v.errors import NotFound, Unauthorized
+from openi2v.store.database import Database, now
+from openi2v.store.schema import api_keys, ledger, predictions
+
+KEY_PREFIX = "oi2v_"
+OPEN_STATUSES = (Status.CREATED.value, Status.PROCESSING.value)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    name: str
+    prefix: str
+    created_at: float
+    revoked: bool
+    balance_micros: int
+
+
+class AccountStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create_key(self, name: str = "", balance_micros: int = 0) -> tuple[int, str]:
+        """Return (key id, the key in clear). The clear key is shown once and never stored."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.db.write() as conn:
+            key_id = conn.execute(
+                insert(api_keys).values(name=name, prefix=key[:12], key_hash=hash_key(key), created_at=now())
+            ).inserted_primary_key[0]
+            if balance_micros:
+                conn.execute(insert(ledger).values(
+                    api_key_id=key_id, kind="credit", amount_micros=balance_micros, created_at=now()))
+        return key_id, key
+
+    def authenticate(self, key: str | None) -> int:
+        """Map a bearer key to its id; the hash lookup is constant-time in the key's content."""
+        if not key:
+            raise Unauthorized("Unauthorized: missing API key (send Authorization: Bearer <key>)")
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
+            ).first()
+        if row is None:
+            raise Unauthorized("Unauthorized: invalid API key")
+        return row.id
+
+    def revoke(self, key_id_or_prefix: str) -> None:
+        col = api_keys.c.id if key_id_or_prefix.isdigit() else api_keys.c.prefix
+        value = int(key_id_or_prefix) if key_id_or_prefix.isdigit() else key_id_or_prefix
+        with self.db.write() as conn:
+            if conn.execute(update(api_keys).where(col == value).values(revoked_at=now())).rowcount == 0:
+                raise NotFound(f"no API key {key_id_or_prefix}")
+
+    def credit(self, key_id: int, micros: int) -> None:
+        with self.db.write() as conn:
+            conn.execute(insert(ledger).values(api_key_id=key_id, kind="credit", amount_micros=micros, created_at=now()))
+
+    def balance(self, key_id: int, conn=None) -> int:
+        """Ledger sum minus what open predictions of this key are quoted at (held, not yet charged)."""
+        if conn is None:
+            with self.db.read() as conn:
+                return self.balance(key_id, conn)
+        total = conn.execute(
+            select(func.coalesce(func.sum(ledger.c.amount_micros), 0)).where(ledger.c.api_key_id == key_id)
+        ).scalar_one()
+        held = conn.execute(
+            select(func.coalesce(func.sum(predictions.c.price_micros), 0)).where(
+                predictions.c.api_key_id == key_id, predictions.c.status.in_(OPEN_STATUSES))
+        ).scalar_one()
+        return int(total) - int(held)
+
+    def list_keys(self) -> list[KeyInfo]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.id)).all()
+            return [KeyInfo(r.id, r.name, r.prefix, r.created_at, r.revoked_at is not None,
+                            self.balance(r.id, conn)) for r in rows]

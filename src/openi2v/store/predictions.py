@@ -1,0 +1,210 @@
+"""Predictions: the durable job queue.
+
+Life of a row: ``create`` (status created, money held by its quote) -> ``claim`` (one
+worker, with a lease) -> ``heartbeat`` (extends the lease, records progress) ->
+``finish`` (completed + charge, or failed), all through ``_transition``. A worker that
+dies stops heart-beating; once its lease expires the row is claimed again, until
+``max_attempts`` is spent, and then it fails with "worker lost".
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from openi2v.domain.prediction import Status, can_move
+from openi2v.errors import InsufficientBalance, NotFound
+from openi2v.store.accounts import AccountStore
+from openi2v.store.database import Database, now
+from openi2v.store.schema import api_keys, ledger, predictions
+
+
+@dataclass
+class Prediction:
+    id: str
+    api_key_id: int
+    model: str
+    status: Status
+    inputs: dict[str, Any]
+    seed: int
+    base64_output: bool
+    price_micros: int
+    created_at: float
+    started_at: float | None = None
+    completed_at: float | None = None
+    outputs: list[str] = field(default_factory=list)
+    nsfw: list[bool] = field(default_factory=list)
+    error: str = ""
+    error_code: int | None = None
+    inference_ms: int = 0
+    progress: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    attempts: int = 0
+
+    @classmethod
+    def from_row(cls, row: Any) -> "Prediction":
+        values = dict(row._mapping)
+        values["status"] = Status(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker records when a job ends."""
+
+    status: Status
+    outputs: list[str] = field(default_factory=list)
+    nsfw: list[bool] = field(default_factory=list)
+    error: str = ""
+    error_code: int | None = None
+    inference_ms: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class PredictionStore:
+    def __init__(self, db: Database, max_attempts: int = 3) -> None:
+        self.db = db
+        self.max_attempts = max_attempts
+        self._accounts = AccountStore(db)
+
+    # --- the API side -------------------------------------------------------------
+
+    def create(self, api_key_id: int, model: str, inputs: dict, seed: int, price_micros: int,
+               base64_output: bool = False) -> Prediction:
+        """Insert a queued prediction if the key can afford it (its quote is held until it ends)."""
+        row = dict(
+            id=secrets.token_hex(16), api_key_id=api_key_id, model=model, status=Status.CREATED.value,
+            inputs=inputs, seed=seed, base64_output=base64_output, price_micros=price_micros,
+            created_at=now(), outputs=[], nsfw=[], error="", inference_ms=0, progress=0, details={}, attempts=0,
+        )
+        with self.db.write() as conn:
+            # Touching the key row serialises submits of one key on every dialect.
+            conn.execute(update(api_keys).where(api_keys.c.id == api_key_id).values(touched_at=now()))
+            if self._accounts.balance(api_key_id, conn) < price_micros:
+                raise InsufficientBalance("insufficient balance")
+            conn.execute(predictions.insert().values(**row))
+        return Prediction(**{**row, "status": Status.CREATED})
+
+    def get(self, prediction_id: str, api_key_id: int | None = None) -> Prediction:
+        query = select(predictions).where(predictions.c.id == prediction_id)
+        if api_key_id is not None:
+            query = query.where(predictions.c.api_key_id == api_key_id)
+        with self.db.read() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise NotFound(f"prediction not found: {prediction_id}")
+        return Prediction.from_row(row)
+
+    def queue_position(self, p: Prediction) -> int:
+        """How many queued predictions were submitted before this one (0 = next)."""
+        if p.status is not Status.CREATED:
+            return 0
+        with self.db.read() as conn:
+            return conn.execute(select(func.count()).select_from(predictions).where(
+                predictions.c.status == Status.CREATED.value, predictions.c.created_at < p.created_at,
+            )).scalar_one()
+
+    def history(self, api_key_id: int, page: int, page_size: int, model: str | None = None,
+                status: str | None = None, created_after: float | None = None,
+                created_before: float | None = None) -> tuple[int, list[Prediction]]:
+        where = [predictions.c.api_key_id == api_key_id]
+        if model:
+            where.append(predictions.c.model == model)
+        if status:
+            where.append(predictions.c.status == status)
+        if created_after is not None:
+            where.append(predictions.c.created_at >= created_after)
+        if created_before is not None:
+            where.append(predictions.c.created_at <= created_before)
+        with self.db.read() as conn:
+            total = conn.execute(select(func.count()).select_from(predictions).where(*where)).scalar_one()
+            rows = conn.execute(select(predictions).where(*where).order_by(predictions.c.created_at.desc())
+                                .limit(page_size).offset((page - 1) * page_size)).all()
+        return total, [Prediction.from_row(r) for r in rows]
+
+    # --- the worker side ----------------------------------------------------------
+
+    def claim(self, owner: str, models: list[str], lease_s: float) -> Prediction | None:
+        """Atomically take the oldest queued job (or one whose lease expired) for these models."""
+        t = now()
+        self._fail_exhausted(t)
+        claimable = or_(
+            predictions.c.status == Status.CREATED.value,
+            and_(predictions.c.status == Status.PROCESSING.value, predictions.c.lease_expires_at < t,
+                 predictions.c.attempts < self.max_attempts),
+        )
+        pick = (select(predictions.c.id).where(claimable, predictions.c.model.in_(models))
+                .order_by(predictions.c.created_at).limit(1).with_for_update(skip_locked=True))
+        with self.db.write() as conn:
+            picked = conn.execute(pick).scalar()
+            if picked is None:
+                return None
+            row = conn.execute(
+                update(predictions).where(predictions.c.id == picked, claimable).values(
+                    status=Status.PROCESSING.value, lease_owner=owner, lease_expires_at=t + lease_s,
+                    attempts=predictions.c.attempts + 1, progress=0,
+                    started_at=func.coalesce(predictions.c.started_at, t),
+                ).returning(*predictions.c)
+            ).first()
+        return Prediction.from_row(row) if row else None
+
+    def heartbeat(self, prediction_id: str, owner: str, lease_s: float, progress: int) -> bool:
+        """Extend the lease and record progress; False means the lease was lost."""
+        with self.db.write() as conn:
+            return conn.execute(update(predictions).where(
+                predictions.c.id == prediction_id, predictions.c.lease_owner == owner,
+                predictions.c.status == Status.PROCESSING.value,
+            ).values(lease_expires_at=now() + lease_s, progress=progress)).rowcount == 1
+
+    def finish(self, prediction_id: str, owner: str | None, outcome: Outcome) -> bool:
+        """Record a job's end in one transaction (with its charge); False if the lease was lost."""
+        with self.db.write() as conn:
+            return self._transition(conn, prediction_id, owner, outcome)
+
+    def _transition(self, conn: Connection, prediction_id: str, owner: str | None, outcome: Outcome) -> bool:
+        """THE status change: legality, times, and the ledger entry, in the caller's transaction."""
+        current = conn.execute(select(predictions).where(predictions.c.id == prediction_id)).first()
+        if current is None or not can_move(Status(current.status), outcome.status):
+            return False
+        guard = [predictions.c.id == prediction_id, predictions.c.status == current.status]
+        if owner is not None:
+            guard.append(predictions.c.lease_owner == owner)
+        values: dict[str, Any] = dict(
+            status=outcome.status.value, outputs=outcome.outputs, nsfw=outcome.nsfw, error=outcome.error,
+            error_code=outcome.error_code, inference_ms=outcome.inference_ms, details=outcome.details,
+            lease_owner=None, lease_expires_at=None,
+        )
+        if outcome.status.terminal:
+            values.update(completed_at=now(), progress=100 if outcome.status is Status.COMPLETED else current.progress)
+        if conn.execute(update(predictions).where(*guard).values(**values)).rowcount != 1:
+            return False
+        if outcome.status is Status.COMPLETED:
+            self._charge(conn, current)
+        return True
+
+    def _charge(self, conn: Connection, p: Any) -> None:
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(insert(ledger).values(
+            api_key_id=p.api_key_id, prediction_id=p.id, kind="charge", amount_micros=-p.price_micros,
+            created_at=now(),
+        ).on_conflict_do_nothing(index_elements=["prediction_id", "kind"]))
+
+    def _fail_exhausted(self, t: float) -> None:
+        """Fail jobs whose worker died on every allowed attempt."""
+        lost = and_(predictions.c.status == Status.PROCESSING.value, predictions.c.lease_expires_at < t,
+                    predictions.c.attempts >= self.max_attempts)
+        with self.db.read() as conn:
+            ids = conn.execute(select(predictions.c.id).where(lost)).scalars().all()
+        for prediction_id in ids:
+            with self.db.write() as conn:
+                self._transition(conn, prediction_id, None, Outcome(
+                    Status.FAILED, error=f"worker lost {self.max_attempts} times while running this prediction",
+                    error_code=5000))
+

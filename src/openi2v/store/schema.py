@@ -1,0 +1,74 @@
+"""Tables. Times are UNIX seconds (floats) so ordering and leases work alike on every dialect.
+
+Changing a table means a new Alembic revision in ``migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),  # SHA-256 hex; the key itself is never stored
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("touched_at", Float),
+)
+
+predictions = Table(
+    "predictions", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("base64_output", Boolean, nullable=False, default=False),
+    Column("price_micros", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("completed_at", Float),
+    Column("outputs", JSON, nullable=False, default=list),
+    Column("nsfw", JSON, nullable=False, default=list),
+    Column("error", Text, nullable=False, default=""),
+    Column("error_code", Integer),
+    Column("inference_ms", Integer, nullable=False, default=0),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("details", JSON, nullable=False, default=dict),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_predictions_queue", "status", "created_at"),
+    Index("ix_predictions_owner", "api_key_id", "created_at"),
+)
+
+ledger = Table(
+    "ledger", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=False, index=True),
+    Column("prediction_id", String(32)),
+    Column("kind", String(16), nullable=False),  # "credit" or "charge"
+    Column("amount_micros", BigInteger, nullable=False),  # credits positive, charges negative
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("prediction_id", "kind", name="uq_ledger_prediction_kind"),
+)
+
+uploads = Table(
+    "uploads", metadata,
+    Column("token", String(64), primary_key=True),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("put_expires_at", Float, nullable=False),
+    Column("received_at", Float),
+)

@@ -1,0 +1,176 @@
+"""The worker loop: claim -> fetch media -> run the engine -> store output -> transition.
+
+A job's failure is data (the prediction becomes ``failed`` with a message); only
+infrastructure faults (storage) put the job back in the queue. A heartbeat thread keeps
+the lease alive and records progress; if the lease is lost the engine is told to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from openi2v.config import Settings
+from openi2v.domain.inputs import MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, check_audio, check_image
+from openi2v.domain.prediction import Status
+from openi2v.engines.base import Cancelled, Engine, EngineJob
+from openi2v.errors import ContentBlocked, OpenI2VError, StorageError
+from openi2v.media.images import MediaFetcher
+from openi2v.media.safety import SafetyChecker
+from openi2v.media.video import read_frames
+from openi2v.storage.local import LocalStorage
+from openi2v.store import Database, Prediction, PredictionStore
+from openi2v.store.predictions import Outcome
+
+log = logging.getLogger("openi2v.worker")
+
+
+class Worker:
+    def __init__(self, settings: Settings, db: Database, engines: dict[str, Engine],
+                 safety: SafetyChecker | None = None) -> None:
+        self.settings = settings
+        self.store = PredictionStore(db, settings.max_attempts)
+        self.storage = LocalStorage(settings.data_dir)
+        self.fetcher = MediaFetcher(self.storage, settings.fetch_timeout_s, settings.fetch_allow_private)
+        self.safety = safety or SafetyChecker(settings.nsfw_threshold)
+        self.engines = engines
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def run(self, stop: threading.Event) -> None:
+        for engine in set(self.engines.values()):
+            engine.load()
+        while not stop.is_set():
+            try:
+                if not self.run_once():
+                    stop.wait(self.settings.poll_s)
+            except Exception:  # the store may be briefly unavailable; never let the loop die
+                log.exception("worker %s: unexpected error; retrying", self.owner)
+                stop.wait(1.0)
+
+    def run_once(self) -> bool:
+        """Claim and finish one job; False when the queue is empty."""
+        job = self.store.claim(self.owner, list(self.engines), self.settings.lease_s)
+        if job is None:
+            return False
+        log.info("prediction %s claimed by %s (attempt %d)", job.id, self.owner, job.attempts)
+        self._process(job)
+        return True
+
+    def _process(self, p: Prediction) -> None:
+        beat = _Heartbeat(self.store, p.id, self.owner, self.settings)
+        work = Path(tempfile.mkdtemp(prefix=f"{p.id}-", dir=self._work_dir()))
+        outcome: Outcome | None = None
+        try:
+            outcome = self._generate(p, work, beat)
+        except Cancelled:
+            log.warning("prediction %s: lease lost; leaving it to its new owner", p.id)
+        except StorageError:
+            log.exception("prediction %s: storage failed; requeueing", p.id)
+            outcome = Outcome(Status.CREATED)
+        except OpenI2VError as exc:
+            outcome = Outcome(Status.FAILED, error=exc.message, error_code=exc.task_code)
+        except Exception as exc:
+            log.exception("prediction %s failed", p.id)
+            outcome = Outcome(Status.FAILED, error=f"internal error while generating ({type(exc).__name__})",
+                              error_code=5000)
+        finally:
+            beat.stop()
+            shutil.rmtree(work, ignore_errors=True)
+        if outcome is not None and not self.store.finish(p.id, self.owner, outcome):
+            log.warning("prediction %s: lease lost before its result was recorded", p.id)
+
+    def _generate(self, p: Prediction, work: Path, beat: "_Heartbeat") -> Outcome:
+        job = self._engine_job(p, work)
+        engine = self.engines[p.model]
+        started = time.perf_counter()
+        result = engine.run(job, beat.report, beat.lost.is_set)
+        inference_ms = int(round((time.perf_counter() - started) * 1000))
+        nsfw = self._nsfw(job, result.video)
+        if nsfw and self.settings.nsfw_policy == "block":
+            raise ContentBlocked("the output was flagged by the NSFW checker and blocked by this server's policy")
+        video = self.storage.save_output(result.video, f"{p.id}.mp4")
+        details = dict(result.details)
+        if result.thumbnail is not None:
+            details["poster"] = self.storage.save_output(result.thumbnail, f"{p.id}.jpg")
+        return Outcome(Status.COMPLETED, outputs=[video], nsfw=[nsfw], inference_ms=inference_ms, details=details)
+
+    def _engine_job(self, p: Prediction, work: Path) -> EngineJob:
+        inputs = p.inputs
+        image = check_image("image", self.fetcher.fetch("image", inputs["image"], MAX_IMAGE_BYTES))
+        last = inputs.get("last_image")
+        last_image = check_image("last_image", self.fetcher.fetch("last_image", last, MAX_IMAGE_BYTES)) if last else None
+        audio = None
+        if inputs.get("audio"):
+            data = self.fetcher.fetch("audio", inputs["audio"], MAX_AUDIO_BYTES)
+            audio = (check_audio("audio", data), data)
+        return EngineJob(image=image, prompt=inputs["prompt"], negative_prompt=inputs.get("negative_prompt", ""),
+                         guidance_scale=float(inputs.get("guidance_scale", 0.5)), duration=int(inputs["duration"]),
+                         seed=p.seed, out_dir=work, last_image=last_image, audio=audio)
+
+    def _nsfw(self, job: EngineJob, video: Path) -> bool:
+        import numpy as np
+
+        frames = read_frames(video)
+        sample = [np.asarray(job.image)] + [frames[len(frames) // 2], frames[-1]]
+        return self.safety.any_nsfw(sample)
+
+    def _work_dir(self) -> Path:
+        path = self.settings.data_dir / "work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class _Heartbeat:
+    """Extends the lease every ``heartbeat_s`` and records the latest progress."""
+
+    def __init__(self, store: PredictionStore, prediction_id: str, owner: str, settings: Settings) -> None:
+        self.store, self.id, self.owner, self.settings = store, prediction_id, owner, settings
+        self.progress = 0
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{prediction_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def report(self, fraction: float) -> None:
+        self.progress = max(self.progress, min(99, int(fraction * 100)))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            try:
+                if not self.store.heartbeat(self.id, self.owner, self.settings.lease_s, self.progress):
+                    self.lost.set()
+                    return
+            except Exception:
+                log.exception("heartbeat for %s failed", self.id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class WorkerPool:
+    """N worker threads in this process (the embedded default)."""
+
+    def __init__(self, settings: Settings, db: Database, engines: dict[str, Engine], size: int) -> None:
+        safety = SafetyChecker(settings.nsfw_threshold)
+        self.workers = [Worker(settings, db, engines, safety) for _ in range(size)]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for i, w in enumerate(self.workers):
+            t = threading.Thread(target=w.run, args=(self._stop,), name=f"worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=timeout)
