@@ -11,7 +11,9 @@ mirror image, softened.
 from __future__ import annotations
 
 import math
+import queue
 import random
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +33,7 @@ RATE = {"zoom": math.log(1.07), "x": 0.022, "y": 0.022, "roll": 1.4, "orbit_x": 
 LIMITS = {"zoom": (math.log(0.8), math.log(2.5)), "x": (-0.2, 0.2), "y": (-0.2, 0.2), "roll": (-15.0, 15.0),
           "vertigo": (0.0, 0.3)}
 SPEED = {"slow": 0.5, "normal": 1.0, "fast": 2.0}
+RESAMPLE = cv2.INTER_CUBIC
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -83,7 +86,7 @@ class MotionEngine:
         audio = decode_audio(job.audio[1], job.audio[0], job.duration) if job.audio else None
         # 5. Render and encode frame by frame.
         video = job.out_dir / "video.mp4"
-        frames = _render(base, last, traj, progress, cancelled)
+        frames = _prefetch(_render(base, last, traj, progress, cancelled))  # warp while x264 encodes
         write_mp4(video, frames, fps=s.fps, width=width, height=height, crf=s.crf, preset=s.preset, audio=audio)
         # 6. Keep frame 0 as the poster.
         poster = job.out_dir / "poster.jpg"
@@ -209,7 +212,7 @@ def _warp(img: np.ndarray, m: np.ndarray, vertigo: float, grid: tuple[np.ndarray
     if vertigo <= 1e-6 and np.array_equal(m, IDENTITY):
         return img  # frame 0: the input itself, bit for bit
     if vertigo <= 1e-6:
-        return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        return cv2.warpAffine(img, m, (w, h), flags=RESAMPLE | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REFLECT_101)
     gx, gy = grid  # offsets from the centre, normalised by the half-diagonal
     cx, cy, r = (w - 1) / 2, (h - 1) / 2, math.hypot((w - 1) / 2, (h - 1) / 2)
@@ -217,7 +220,7 @@ def _warp(img: np.ndarray, m: np.ndarray, vertigo: float, grid: tuple[np.ndarray
     px, py = cx + gx * f * r, cy + gy * f * r
     mx = (m[0, 0] * px + m[0, 1] * py + m[0, 2]).astype(np.float32)
     my = (m[1, 0] * px + m[1, 1] * py + m[1, 2]).astype(np.float32)
-    return cv2.remap(img, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+    return cv2.remap(img, mx, my, RESAMPLE, borderMode=cv2.BORDER_REFLECT_101)
 
 
 def _render(base: np.ndarray, last: np.ndarray | None, tr: Trajectory, progress: Progress,
@@ -229,7 +232,9 @@ def _render(base: np.ndarray, last: np.ndarray | None, tr: Trajectory, progress:
         r = math.hypot((w - 1) / 2, (h - 1) / 2)
         gx, gy = np.meshgrid((np.arange(w) - (w - 1) / 2) / r, (np.arange(h) - (h - 1) / 2) / r)
         grid = (gx.astype(np.float32), gy.astype(np.float32))
-    fade_from = n - max(2, int(n * 0.25)) if last is not None else n
+    settle = max(1, n // 20)  # the dissolve lands a moment early and the end frame settles
+    fade_to = n - settle
+    fade_from = fade_to - max(2, int(n * 0.25)) if last is not None else n
     for i in range(n):
         if cancelled():
             raise Cancelled()
@@ -237,10 +242,42 @@ def _render(base: np.ndarray, last: np.ndarray | None, tr: Trajectory, progress:
         frame = _warp(base, m, float(tr.vertigo[i]), grid)
         if last is not None and i >= fade_from:
             # Dissolve into the last image, which rides the same camera and lands exactly at the end.
-            alpha = float(ease(np.array((i - fade_from) / (n - 1 - fade_from)))) if n - 1 > fade_from else 1.0
+            alpha = float(ease(np.array((i - fade_from) / (fade_to - fade_from))))
             rel = _matrix(w, h, tr.zoom[i] / tr.zoom[-1], tr.x[i] - tr.x[-1], tr.y[i] - tr.y[-1],
                           tr.roll[i] - tr.roll[-1])
             end = _warp(last, rel, 0.0, grid)
             frame = end if alpha >= 1.0 else cv2.addWeighted(frame, 1 - alpha, end, alpha, 0)
         progress((i + 1) / n)
         yield frame
+
+
+def _prefetch(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarray]:
+    """Run a frame generator in its own thread (OpenCV and x264 both release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for f in frames:
+                if stop.is_set():
+                    return
+                q.put(f)
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="motion-render", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

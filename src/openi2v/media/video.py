@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 import av
+import cv2
 import numpy as np
 
 AUDIO_RATE = 48_000
@@ -40,20 +41,45 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], *, fps: int, width: int,
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, fps)
         stream.codec_context.options = {"crf": str(crf), "preset": preset}
+        sound = _audio_stream(out) if audio is not None else None  # every stream exists before muxing starts
         for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(rgb_to_i420(rgb), format="yuv420p")
             frame.pts = count
             out.mux(stream.encode(frame))
             count += 1
         out.mux(stream.encode(None))
-        if audio is not None:
-            _write_audio(out, audio)
+        if sound is not None:
+            _write_audio(out, sound, audio)
     return count
 
 
-def _write_audio(out: av.container.OutputContainer, samples: np.ndarray) -> None:
+# BT.601 limited range, the decoders' default for untagged SD/HD H.264.
+_U = np.array([-0.148, -0.291, 0.439], np.float32)
+_V = np.array([0.439, -0.368, -0.071], np.float32)
+
+
+def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
+    """RGB -> planar I420: luma from OpenCV, chroma from 2x2 averages (sharper colour edges than
+    point-sampled chroma, and several times faster than swscale)."""
+    h, w = rgb.shape[:2]
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    small = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA).astype(np.float32)
+    u = np.clip(small @ _U + 128.5, 0, 255).astype(np.uint8)
+    v = np.clip(small @ _V + 128.5, 0, 255).astype(np.uint8)
+    q = (w // 2) * (h // 2)
+    flat = yuv.reshape(-1)
+    flat[h * w:h * w + q] = u.reshape(-1)
+    flat[h * w + q:] = v.reshape(-1)
+    return yuv
+
+
+def _audio_stream(out: av.container.OutputContainer) -> av.AudioStream:
     stream = out.add_stream("aac", rate=AUDIO_RATE)
     stream.layout = "stereo"
+    return stream
+
+
+def _write_audio(out: av.container.OutputContainer, stream: av.AudioStream, samples: np.ndarray) -> None:
     size = stream.codec_context.frame_size or 1024
     for start in range(0, samples.shape[1], size):
         chunk = np.ascontiguousarray(samples[:, start:start + size], dtype=np.float32)

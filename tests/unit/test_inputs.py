@@ -1,0 +1,144 @@
+import base64
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from openi2v.domain.inputs import check_audio, check_image, parse_request
+from openi2v.errors import InvalidInput
+from tests import pictures
+
+IMG = "https://example.com/a.png"
+
+
+def rule(body) -> str:
+    with pytest.raises(InvalidInput) as err:
+        parse_request(body)
+    return err.value.message
+
+
+def test_defaults_and_string_durations():
+    req = parse_request({"image": IMG, "prompt": "cat", "duration": "10", "unknown": 1, "loras": []})
+    assert (req.duration, req.guidance_scale, req.negative_prompt) == (10, 0.5, "")
+    assert 0 <= req.seed < 2**32
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"prompt": "x"}, "image: is required"),
+    ({"image": IMG}, "prompt: is required"),
+    ({"image": IMG, "prompt": "   "}, "prompt: must not be empty"),
+    ({"image": IMG, "prompt": "x" * 2501}, "prompt: must be at most 2500 characters (got 2501)"),
+    ({"image": IMG, "prompt": "x", "negative_prompt": "y" * 2501}, "negative_prompt: must be at most 2500 characters (got 2501)"),
+    ({"image": IMG, "prompt": "x", "guidance_scale": 5}, "guidance_scale: must be between 0 and 1 (got 5)"),
+    ({"image": IMG, "prompt": "x", "guidance_scale": "0.5"}, "guidance_scale: must be a number between 0 and 1"),
+    ({"image": IMG, "prompt": "x", "duration": 7}, "duration: must be 5 or 10 (got 7)"),
+    ({"image": "file:///etc/passwd", "prompt": "x"}, "image: must be an http(s) URL or a data URI"),
+    ({"image": IMG, "prompt": "x", "seed": 2**33}, "seed: must be between 0 and 4294967295, or -1 for random"),
+    ([1, 2], "body: must be a JSON object"),
+])
+def test_each_rule_names_its_field(body, message):
+    assert rule(body) == message
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_guidance_accepts_exactly_the_unit_interval(g):
+    body = {"image": IMG, "prompt": "x", "guidance_scale": g}
+    if 0 <= g <= 1:
+        assert parse_request(body).guidance_scale == g
+    else:
+        assert rule(body).startswith("guidance_scale: ")
+
+
+@given(st.one_of(st.integers(), st.text(max_size=4), st.floats(allow_nan=False), st.booleans()))
+def test_duration_accepts_only_5_and_10(d):
+    body = {"image": IMG, "prompt": "x", "duration": d}
+    if d in (5, 10, "5", "10") and not isinstance(d, (bool, float)):
+        assert parse_request(body).duration == int(d)
+    else:
+        assert rule(body).startswith("duration: ")
+
+
+@given(st.text(min_size=1, max_size=3000))
+def test_prompt_length_rule(p):
+    body = {"image": IMG, "prompt": p}
+    if p.strip() and len(p) <= 2500:
+        assert parse_request(body).prompt == p
+    else:
+        assert rule(body).startswith("prompt: ")
+
+
+def image_rule(data: bytes) -> str:
+    with pytest.raises(InvalidInput) as err:
+        check_image("image", data)
+    return err.value.message
+
+
+@pytest.mark.parametrize("size,ok", [((300, 300), True), ((299, 400), False), ((750, 300), True),
+                                      ((751, 300), False), ((300, 750), True), ((300, 751), False)])
+def test_size_and_aspect_limits_are_inclusive(size, ok):
+    data = pictures.encode(Image.new("RGB", size, (10, 20, 30)))
+    if ok:
+        assert check_image("image", data).size == size
+    else:
+        assert image_rule(data).startswith("image: ")
+
+
+def test_format_is_judged_by_bytes_not_name():
+    webp = pictures.encode(Image.new("RGB", (400, 400)), "WEBP")
+    assert image_rule(webp) == "image: must be a JPEG or PNG image"
+    assert image_rule(b"not an image at all") == "image: must be a JPEG or PNG image"
+    assert check_image("image", pictures.encode(Image.new("RGB", (400, 400)), "JPEG")).mode == "RGB"
+
+
+def test_truncated_file_and_oversize_file_are_rejected():
+    data = pictures.png(640, 480)
+    assert image_rule(data[: len(data) // 2]) == "image: is truncated or not a decodable image"
+    assert image_rule(data + b"\0" * (10 * 2**20)).startswith("image: must be at most 10 MB")
+
+
+def test_decompression_bomb_is_rejected_before_decoding():
+    bomb = pictures.encode(Image.new("1", (20000, 20000)))  # tiny file, 400 megapixels
+    assert len(bomb) < 10 * 2**20
+    assert "too many pixels" in image_rule(bomb)
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (600, 400), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    out = check_image("image", pictures.encode(img, "JPEG", exif=exif.tobytes()))
+    assert out.size == (400, 600)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "P", "RGBA", "LA", "I;16"])
+def test_odd_modes_become_rgb(mode):
+    img = Image.new("RGB", (320, 320), (200, 100, 50)).convert(mode if mode != "I;16" else "L")
+    if mode == "I;16":
+        img = Image.fromarray((np.full((320, 320), 40000)).astype(np.uint16))
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    out = check_image("image", pictures.encode(img, fmt))
+    assert out.mode == "RGB" and out.size == (320, 320)
+
+
+def test_alpha_is_composited_on_white():
+    img = Image.new("RGBA", (320, 320), (0, 0, 0, 0))
+    assert check_image("image", pictures.encode(img)).getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_audio_is_judged_by_bytes():
+    assert check_audio("audio", b"RIFF\0\0\0\0WAVEfmt ") == "wav"
+    assert check_audio("audio", b"ID3\x04rest") == "mp3"
+    assert check_audio("audio", b"\0\0\0\x20ftypM4A ") == "mp4"
+    with pytest.raises(InvalidInput, match="audio: must be an mp3, wav, aac or m4a audio file"):
+        check_audio("audio", b"hello")
+
+
+def test_data_uri_must_be_base64():
+    from openi2v.domain.inputs import decode_data_uri
+
+    assert decode_data_uri("image", "data:image/png;base64," + base64.b64encode(b"abc").decode()) == b"abc"
+    with pytest.raises(InvalidInput, match="image: data URI holds invalid base64"):
+        decode_data_uri("image", "data:image/png;base64,@@@")

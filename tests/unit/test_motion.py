@@ -1,0 +1,164 @@
+"""The camera-motion engine, judged on decoded H.264 output."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from openi2v.engines.base import Cancelled, EngineJob
+from openi2v.engines.motion import MotionEngine, MotionSettings, output_size, resize_rgb
+from openi2v.media.video import probe, read_frames
+from tests import pictures
+
+PHOTO = pictures.photo(960, 640, seed=1)
+
+
+def render(tmp_path, prompt, *, negative="", guidance=1.0, seed=3, duration=5, short_side=360, **kw):
+    engine = MotionEngine(MotionSettings(short_side=short_side))
+    engine.load()
+    out = tmp_path / f"r{abs(hash((prompt, negative, guidance, seed, duration)))}"
+    out.mkdir()
+    job = EngineJob(PHOTO, prompt, negative, guidance, duration, seed, out, **kw)
+    result = engine.run(job, lambda f: None, lambda: False)
+    return result, read_frames(result.video)
+
+
+def test_output_format(tmp_path):
+    result, frames = render(tmp_path, "slow zoom in", short_side=720)
+    info = probe(result.video)
+    assert (info.codec, info.pix_fmt, info.fps) == ("h264", "yuv420p", 24.0)
+    assert (info.width, info.height) == (1080, 720) == (result.width, result.height)
+    assert info.frames == len(frames) == 120
+    assert info.duration == pytest.approx(5.0, abs=1e-3)
+    with open(result.video, "rb") as f:
+        head = f.read(64)
+    assert head.find(b"moov") != -1 or head.find(b"ftyp") != -1  # faststart: moov before mdat
+    assert result.video.read_bytes().find(b"moov") < result.video.read_bytes().find(b"mdat")
+
+
+def test_ten_seconds_is_240_frames(tmp_path):
+    result, frames = render(tmp_path, "pan left", duration=10)
+    assert len(frames) == 240
+    assert probe(result.video).duration == pytest.approx(10.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("size,short,expected", [((960, 640), 720, (1080, 720)), ((640, 960), 480, (480, 720)),
+                                                  ((1001, 333), 720, (2164, 720)), ((500, 499), 1080, (1082, 1080))])
+def test_output_keeps_aspect_with_even_sides(size, short, expected):
+    assert output_size(size, short) == expected
+
+
+def test_frame_zero_is_the_input(tmp_path):
+    result, frames = render(tmp_path, "fast pan right then roll clockwise", short_side=720)
+    reference = resize_rgb(PHOTO, result.width, result.height)
+    assert pictures.psnr(frames[0], reference) >= 35
+
+
+@pytest.mark.parametrize("prompt,axis,sign", [
+    ("zoom in", 0, +1), ("pull back", 0, -1),
+    ("pan right", 2, -1), ("pan left", 2, +1), ("truck right", 2, -1),
+    ("tilt up", 3, +1), ("tilt down", 3, -1), ("crane up", 3, +1),
+    ("roll clockwise", 1, +1), ("roll counter-clockwise", 1, -1),
+    ("orbit right", 2, -1), ("orbit left", 2, +1),
+])
+def test_measured_direction_matches_the_prompt(tmp_path, prompt, axis, sign):
+    _, frames = render(tmp_path, prompt)
+    total = pictures.motions(frames, stride=4).sum(axis=0)
+    assert np.sign(total[axis]) == sign, (prompt, total)
+
+
+def test_dolly_zoom_holds_the_centre_and_stretches_the_edges(tmp_path):
+    _, frames = render(tmp_path, "dolly zoom")
+    first, last = frames[0], frames[-1]
+    h, w = first.shape[:2]
+    centre = (slice(h // 2 - 20, h // 2 + 20), slice(w // 2 - 20, w // 2 + 20))
+    assert pictures.psnr(first[centre], last[centre]) > pictures.psnr(first[:40, :40], last[:40, :40]) + 3
+
+
+@pytest.mark.parametrize("prompt", ["slow push in, then pan right", "zoom in", "pan left then tilt up then roll clockwise"])
+def test_motion_is_smooth(tmp_path, prompt):
+    """The second difference of the measured per-frame motion stays small: no jumps, no stair-steps."""
+    _, frames = render(tmp_path, prompt)
+    m = pictures.motions(frames)  # (119, 4)
+    for axis, floor in ((0, 3e-4), (1, 0.06), (2, 0.15), (3, 0.15)):
+        peak = np.abs(m[:, axis]).max()
+        jerk = np.abs(np.diff(m[:, axis], 2)).max()
+        assert jerk <= 0.2 * peak + floor, (prompt, axis, jerk, peak)
+
+
+def test_same_seed_same_frames_other_seed_differs(tmp_path):
+    _, a = render(tmp_path / "a" if (tmp_path / "a").mkdir() is None else tmp_path, "a quiet street", guidance=0.5, seed=11)
+    _, b = render(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path, "a quiet street", guidance=0.5, seed=11)
+    _, c = render(tmp_path / "c" if (tmp_path / "c").mkdir() is None else tmp_path, "a quiet street", guidance=0.5, seed=12)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert any(not np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_guidance_one_ignores_the_seed_and_lower_guidance_drifts(tmp_path):
+    _, a = render(tmp_path, "zoom in", guidance=1.0, seed=1)
+    _, b = render(tmp_path, "zoom in", guidance=1.0, seed=2)
+    _, c = render(tmp_path, "zoom in", guidance=0.2, seed=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert pictures.psnr(a[-1], c[-1]) < 30
+
+
+def test_negative_prompt_removes_the_move(tmp_path):
+    _, frames = render(tmp_path, "zoom in and pan left", negative="zoom")
+    total = pictures.motions(frames, stride=4).sum(axis=0)
+    assert total[2] > 5  # still pans left
+    _, still = render(tmp_path, "zoom in", negative="camera movement")
+    assert pictures.psnr(still[0], still[-1]) > 40
+
+
+def test_static_prompt_holds_the_frame(tmp_path):
+    _, frames = render(tmp_path, "locked-off shot", guidance=0.0)
+    assert pictures.psnr(frames[0], frames[-1]) > 40
+
+
+def test_last_image_is_where_the_clip_ends(tmp_path):
+    other = pictures.photo(960, 640, seed=9)
+    result, frames = render(tmp_path, "zoom in", last_image=other, short_side=720)
+    end = resize_rgb(other, result.width, result.height)
+    assert pictures.psnr(frames[-1], end) >= 35
+    assert pictures.psnr(frames[len(frames) // 2], end) < 25
+    # the dissolve is gradual: distance to the end frame falls steadily over the last quarter
+    dist = [np.abs(f.astype(int) - end).mean() for f in frames[-30:]]
+    assert all(b <= a + 0.5 for a, b in zip(dist, dist[1:]))
+
+
+def _wav(seconds: float, rate: int = 22050) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    tone = (np.sin(2 * np.pi * 440 * t) * 0.3 * 32767).astype(np.int16)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(tone.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("seconds", [2.0, 8.0])
+def test_audio_is_muxed_as_aac_and_fitted_to_the_clip(tmp_path, seconds):
+    result, _ = render(tmp_path, "zoom in", audio=("wav", _wav(seconds)))
+    with av.open(str(result.video)) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "aac"
+        samples = np.concatenate([f.to_ndarray() for f in c.decode(a)], axis=1)
+    assert samples.shape[1] / 48000 == pytest.approx(5.0, abs=0.05)
+    loud = np.abs(samples[0]) > 0.05
+    heard = loud.nonzero()[0].max() / 48000
+    assert heard == pytest.approx(min(seconds, 5.0), abs=0.1)  # padded with silence, or trimmed
+
+
+def test_cancel_stops_rendering(tmp_path):
+    engine = MotionEngine(MotionSettings(short_side=360))
+    calls = []
+    with pytest.raises(Cancelled):
+        engine.run(EngineJob(PHOTO, "zoom in", "", 1.0, 5, 1, tmp_path), calls.append, lambda: len(calls) >= 10)
+    assert 10 <= len(calls) < 120
