@@ -28,6 +28,10 @@ def billed_seconds(video_seconds: float) -> int:
     return max(MIN_SECONDS, math.ceil(video_seconds))
 
 
+def per_second(price_per_5s_usd: float) -> Decimal:
+    """The per-second rate in micro-dollars (exact)."""
+    return Decimal(to_micros(price_per_5s_usd)) / 5
+
+
 def price_micros(price_per_5s_usd: float, video_seconds: float) -> int:
-    per_second = Decimal(to_micros(price_per_5s_usd)) / 5
-    return int((per_second * billed_seconds(video_seconds)).to_integral_value())
+    return int((per_second(price_per_5s_usd) * billed_seconds(video_seconds)).to_integral_value())

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from openi2v.api.context import json_body, api_key, ctx
 from openi2v.api.schemas import envelope
-from openi2v.domain.billing import billed_seconds, price_micros, to_usd
+from openi2v.domain.billing import billed_seconds, per_second, price_micros, to_usd
 from openi2v.domain.inputs import REQUEST_SCHEMA, parse_duration
 from openi2v.errors import InvalidInput, NotFound
 
@@ -52,6 +52,6 @@ async def pricing(request: Request, key_id: int = Depends(api_key)) -> dict:
     duration = parse_duration(inputs.get("duration"))
     per_5s = c.settings.prices.get(model_id, 0.0)
     price = to_usd(price_micros(per_5s, duration))
-    return envelope({"model_id": model_id, "unit_price": per_5s / 5, "unit": "second",
+    return envelope({"model_id": model_id, "unit_price": float(per_second(per_5s) / 1_000_000), "unit": "second",
                      "billed_seconds": billed_seconds(duration), "price": price, "discounted_price": price,
                      "currency": "USD"})
