@@ -1,0 +1,74 @@
+"""A real server in a subprocess on a free port, as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, OPENI2V_DATA_DIR=str(data_dir), OPENI2V_SHORT_SIDE="480", OPENI2V_LEASE_S="3",
+               OPENI2V_HEARTBEAT_S="0.5", OPENI2V_POLL_S="0.1")
+    env.update(extra)
+    return env
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "openi2v.cli", *args], env=env, check=True, capture_output=True,
+                         text=True, timeout=120)
+    return out.stdout
+
+
+class Server:
+    def __init__(self, data_dir: Path, workers: int = 1, **extra: str) -> None:
+        self.env = env_for(data_dir, **extra)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir / f"server-{self.port}.log"
+
+    def start(self) -> "Server":
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openi2v.cli", "serve", "--port", str(self.port), "--workers", str(self.workers)],
+            env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def new_key(self, usd: float = 10.0) -> str:
+        return cli(self.env, "keys", "create", "--name", "e2e", "--balance", str(usd)).strip().splitlines()[-1]

@@ -1,0 +1,88 @@
+"""The official wavespeed SDK (2.0.5), unchanged but for base_url, against a real server."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import requests
+from wavespeed import Client
+
+from openi2v.config import KLING_MODEL
+from openi2v.media.video import probe
+from tests import pictures
+from tests.e2e.server import Server, cli
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("e2e")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def key(server):
+    return server.new_key(10.0)
+
+
+@pytest.fixture
+def client(server, key):
+    return Client(api_key=key, base_url=server.url)
+
+
+@pytest.fixture(scope="module")
+def photo_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    path.write_bytes(pictures.png(800, 600))
+    return path
+
+
+def test_upload_then_run(client, photo_file, tmp_path):
+    url = client.upload(str(photo_file))
+    assert requests.get(url, timeout=10).content == photo_file.read_bytes()
+    out = client.run(KLING_MODEL, {"image": url, "prompt": "slow push in, then pan right", "duration": 5},
+                     poll_interval=0.2)
+    assert len(out["outputs"]) == 1
+    video = tmp_path / "out.mp4"
+    video.write_bytes(requests.get(out["outputs"][0], timeout=10).content)  # plain GET, no key
+    info = probe(video)
+    assert (info.codec, info.frames, info.height) == ("h264", 120, 480)
+
+
+def test_run_sync_mode(client, photo_file):
+    url = client.upload(str(photo_file))
+    out = client.run(KLING_MODEL, {"image": url, "prompt": "zoom in"}, enable_sync_mode=True)
+    assert out["outputs"][0].endswith(".mp4")
+
+
+def test_run_no_throw_on_a_failing_job(client):
+    res = client.run_no_throw(KLING_MODEL, {"image": "http://127.0.0.1:9/none.png", "prompt": "x"},
+                              poll_interval=0.2)
+    assert res["status"] == "failed" and res["task_id"]
+    assert "image:" in res["error"]
+
+
+def test_get_result_of_unknown_id(client):
+    with pytest.raises(RuntimeError, match="404"):
+        client.get_result("f" * 32)
+
+
+def test_raw_http_errors(server, key):
+    h = {"Authorization": f"Bearer {key}"}
+    submit = f"{server.url}/api/v3/{KLING_MODEL}"
+    r = httpx.post(submit, json={"image": "https://example.com/a.png"}, headers=h)
+    assert (r.status_code, r.json()) == (400, {"code": 400, "message": "prompt: is required", "data": None})
+    assert httpx.post(submit, json={}).status_code == 401
+    poor = server.new_key(0.0)
+    r = httpx.post(submit, json={"image": "https://example.com/a.png", "prompt": "x"},
+                   headers={"Authorization": f"Bearer {poor}"})
+    assert (r.status_code, r.json()["message"]) == (403, "insufficient balance")
+    assert httpx.get(f"{server.url}/api/v3/predictions/{'a' * 32}/result", headers=h).status_code == 404
+
+
+def test_cli_submit_waits_for_the_video(server, key, photo_file):
+    out = cli(dict(server.env, WAVESPEED_API_KEY=key), "submit", str(photo_file), "--prompt", "pan left",
+              "--wait", "--url", server.url)
+    assert out.strip().splitlines()[-1].endswith(".mp4")

@@ -1,0 +1,88 @@
+"""The job store: atomic claims, leases, reclaim after a dead worker, charge-once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from openi2v.domain.prediction import Status
+from openi2v.store import AccountStore, Database, PredictionStore
+from openi2v.store.predictions import Outcome
+from openi2v.store.schema import ledger
+
+MODEL = "m"
+
+
+def setup(tmp_path, max_attempts=3):
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    key_id, _ = AccountStore(db).create_key("t", 100_000_000)
+    return db, key_id, PredictionStore(db, max_attempts)
+
+
+def test_only_one_worker_claims_each_job(tmp_path):
+    db, key, store = setup(tmp_path)
+    for i in range(20):
+        store.create(key, MODEL, {"prompt": str(i)}, i, 1)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def grab(owner):
+        while (p := store.claim(owner, [MODEL], 60)) is not None:
+            with lock:
+                claimed.append(p.id)
+
+    threads = [threading.Thread(target=grab, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 20 == len(set(claimed))
+
+
+def test_expired_lease_is_reclaimed_and_the_zombie_cannot_finish(tmp_path):
+    db, key, store = setup(tmp_path)
+    p = store.create(key, MODEL, {}, 1, 350_000)
+    first = store.claim("dead", [MODEL], lease_s=0.05)
+    assert first.id == p.id and store.claim("other", [MODEL], 60) is None  # lease still held
+    time.sleep(0.1)
+    second = store.claim("alive", [MODEL], 60)
+    assert second.id == p.id and second.attempts == 2
+    assert not store.heartbeat(p.id, "dead", 60, 50)
+    assert not store.finish(p.id, "dead", Outcome(Status.COMPLETED, outputs=["x"]))
+    assert store.finish(p.id, "alive", Outcome(Status.COMPLETED, outputs=["y"]))
+    assert store.get(p.id).outputs == ["y"]
+
+
+def test_a_job_that_keeps_losing_its_worker_fails_cleanly_and_costs_nothing(tmp_path):
+    db, key, store = setup(tmp_path, max_attempts=2)
+    p = store.create(key, MODEL, {}, 1, 350_000)
+    for _ in range(2):
+        assert store.claim("dying", [MODEL], lease_s=0.01) is not None
+        time.sleep(0.03)
+    assert store.claim("next", [MODEL], 60) is None
+    done = store.get(p.id)
+    assert done.status is Status.FAILED and "worker lost" in done.error
+    assert AccountStore(db).balance(key) == 100_000_000
+
+
+def test_charge_is_recorded_once_even_if_finish_is_repeated(tmp_path):
+    db, key, store = setup(tmp_path)
+    p = store.create(key, MODEL, {}, 1, 350_000)
+    store.claim("w", [MODEL], 60)
+    assert store.finish(p.id, "w", Outcome(Status.COMPLETED, outputs=["a"]))
+    assert not store.finish(p.id, "w", Outcome(Status.COMPLETED, outputs=["a"]))
+    with db.read() as conn:
+        charges = conn.execute(select(func.count()).select_from(ledger).where(ledger.c.kind == "charge")).scalar()
+    assert charges == 1
+    assert AccountStore(db).balance(key) == 100_000_000 - 350_000
+
+
+def test_queue_position_counts_earlier_waiting_jobs(tmp_path):
+    db, key, store = setup(tmp_path)
+    ps = [store.create(key, MODEL, {}, i, 1) for i in range(3)]
+    assert [store.queue_position(p) for p in ps] == [0, 1, 2]
+    store.claim("w", [MODEL], 60)
+    assert store.queue_position(store.get(ps[2].id)) == 1
