@@ -24,7 +24,7 @@ WEB = Path(__file__).resolve().parent.parent / "web"
 
 
 def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
-    """The API; with ``workers`` > 0 it also runs that many in-process workers."""
+    """The API; with ``workers`` > 0 it also runs that many worker processes beside it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
@@ -38,7 +38,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
         if n_workers > 0:
             from openi2v.worker.loop import WorkerPool
 
-            pool = WorkerPool(settings, db, engines, n_workers)
+            pool = WorkerPool(settings, n_workers)
             pool.start()
         yield
         if pool is not None:

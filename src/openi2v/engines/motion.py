@@ -33,7 +33,7 @@ RATE = {"zoom": math.log(1.07), "x": 0.022, "y": 0.022, "roll": 1.4, "orbit_x": 
 LIMITS = {"zoom": (math.log(0.8), math.log(2.5)), "x": (-0.2, 0.2), "y": (-0.2, 0.2), "roll": (-15.0, 15.0),
           "vertigo": (0.0, 0.3)}
 SPEED = {"slow": 0.5, "normal": 1.0, "fast": 2.0}
-RESAMPLE = cv2.INTER_CUBIC
+RESAMPLE = cv2.INTER_LINEAR
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 

@@ -43,7 +43,7 @@ class Worker:
         self.engines = engines
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop) -> None:
         for engine in set(self.engines.values()):
             engine.load()
         while not stop.is_set():
@@ -156,21 +156,45 @@ class _Heartbeat:
 
 
 class WorkerPool:
-    """N worker threads in this process (the embedded default)."""
+    """N worker processes beside the API (the embedded default).
 
-    def __init__(self, settings: Settings, db: Database, engines: dict[str, Engine], size: int) -> None:
-        safety = SafetyChecker(settings.nsfw_threshold)
-        self.workers = [Worker(settings, db, engines, safety) for _ in range(size)]
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+    Processes, not threads, so rendering never holds the API's GIL; each dies with its
+    parent (PR_SET_PDEATHSIG), and a job it held is reclaimed when its lease expires.
+    """
+
+    def __init__(self, settings: Settings, size: int) -> None:
+        import multiprocessing
+
+        self._mp = multiprocessing.get_context("spawn")
+        self._stop = self._mp.Event()
+        self._procs = [self._mp.Process(target=_worker_main, args=(settings, self._stop), name=f"openi2v-worker-{i}",
+                                        daemon=True) for i in range(size)]
 
     def start(self) -> None:
-        for i, w in enumerate(self.workers):
-            t = threading.Thread(target=w.run, args=(self._stop,), name=f"worker-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for p in self._procs:
+            p.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=timeout)
+        for p in self._procs:
+            p.join(timeout)
+            if p.is_alive():
+                p.terminate()
+
+
+def _worker_main(settings: Settings, stop) -> None:
+    _die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from openi2v.engines.registry import build_engines
+
+    db = Database(settings.db_url)
+    Worker(settings, db, build_engines(settings)).run(stop)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
