@@ -25,23 +25,37 @@ def _settings(**overrides) -> Settings:
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
           port: int = typer.Option(8000, help="Port to listen on."),
-          workers: Optional[int] = typer.Option(None, help="In-process worker threads (0: API only)."),
+          workers: Optional[int] = typer.Option(None, help="Worker processes beside the API (0: API only)."),
+          api_processes: Optional[int] = typer.Option(None, help="Processes answering HTTP (one core each)."),
           dev: bool = typer.Option(False, help="Create (first start) and print a development API key.")) -> None:
-    """Run the API with its in-process workers."""
+    """Run the API with its worker processes beside it."""
     import uvicorn
 
     from openi2v.api.app import create_app
+    from openi2v.store import Database
+    from openi2v.worker.loop import WorkerPool
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(workers=workers)
-    application = create_app(settings)
+    settings = _settings(workers=workers, api_processes=api_processes)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Database(settings.db_url).migrate()  # once, before any API process starts
     url = settings.public_url.rstrip("/") or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
     typer.echo(f"OpenI2V {url}")
     typer.echo(f"  API:        {url}/api/v3/{KLING_MODEL}")
     typer.echo(f"  Playground: {url}/playground")
     if dev:
         typer.echo(f"  API key:    {_dev_key(settings)}")
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    pool = WorkerPool(settings, settings.workers)
+    pool.start()
+    try:
+        options = dict(host=host, port=port, log_level="warning", access_log=False)
+        if settings.api_processes > 1:
+            # each process builds its own app from the environment's settings
+            uvicorn.run("openi2v.api.app:app_from_env", factory=True, workers=settings.api_processes, **options)
+        else:
+            uvicorn.run(create_app(settings), **options)
+    finally:
+        pool.stop()
 
 
 def _dev_key(settings: Settings) -> str:

@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     public_url: str = ""
 
     # Workers.
-    workers: int = 1  # in-process worker threads started by `serve`; 0 = API only
+    workers: int = 1  # worker processes started by `serve` beside the API; 0 = API only
+    api_processes: int = 1  # processes answering HTTP (uvicorn workers); each takes up to one core
     lease_s: float = 30.0  # a claimed job is reclaimed this long after its last heartbeat
     heartbeat_s: float = 2.0
     poll_s: float = 0.2  # idle worker sleep between claim attempts

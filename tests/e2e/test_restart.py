@@ -14,8 +14,10 @@ from tests.e2e.server import Server
 pytestmark = pytest.mark.e2e
 
 
-def test_kill_9_loses_nothing_and_charges_once(tmp_path):
-    server = Server(tmp_path, workers=1).start()
+@pytest.mark.parametrize("api_processes", [1, 2])
+def test_kill_9_loses_nothing_and_charges_once(tmp_path, api_processes):
+    # with 2 API processes the restart on the same port also proves none outlived the kill
+    server = Server(tmp_path, workers=1, OPENI2V_API_PROCESSES=str(api_processes)).start()
     key = server.new_key(10.0)
     h = {"Authorization": f"Bearer {key}"}
     image = "data:image/png;base64," + __import__("base64").b64encode(pictures.png(800, 600)).decode()

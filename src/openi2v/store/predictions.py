@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -50,9 +50,16 @@ class Prediction:
 
     @classmethod
     def from_row(cls, row: Any) -> "Prediction":
-        values = dict(row._mapping)
+        values = dict(row if isinstance(row, dict) else row._mapping)
         values["status"] = Status(values["status"])
         return cls(**values)
+
+
+# The poll path's reads, built once (Database.fetch_one compiles each once per dialect).
+_BY_ID = select(predictions).where(predictions.c.id == bindparam("id"))
+_BY_ID_AND_KEY = _BY_ID.where(predictions.c.api_key_id == bindparam("key"))
+_QUEUED_BEFORE = select(func.count().label("n")).select_from(predictions).where(
+    predictions.c.status == bindparam("status"), predictions.c.created_at < bindparam("created_at"))
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,10 @@ class PredictionStore:
         return Prediction(**{**row, "status": Status.CREATED})
 
     def get(self, prediction_id: str, api_key_id: int | None = None) -> Prediction:
-        query = select(predictions).where(predictions.c.id == prediction_id)
-        if api_key_id is not None:
-            query = query.where(predictions.c.api_key_id == api_key_id)
-        with self.db.read() as conn:
-            row = conn.execute(query).first()
+        if api_key_id is None:
+            row = self.db.fetch_one(_BY_ID, id=prediction_id)
+        else:
+            row = self.db.fetch_one(_BY_ID_AND_KEY, id=prediction_id, key=api_key_id)
         if row is None:
             raise NotFound(f"prediction not found: {prediction_id}")
         return Prediction.from_row(row)
@@ -106,10 +112,7 @@ class PredictionStore:
         """How many queued predictions were submitted before this one (0 = next)."""
         if p.status is not Status.CREATED:
             return 0
-        with self.db.read() as conn:
-            return conn.execute(select(func.count()).select_from(predictions).where(
-                predictions.c.status == Status.CREATED.value, predictions.c.created_at < p.created_at,
-            )).scalar_one()
+        return self.db.fetch_one(_QUEUED_BEFORE, status=Status.CREATED.value, created_at=p.created_at)["n"]
 
     def history(self, api_key_id: int, page: int, page_size: int, model: str | None = None,
                 status: str | None = None, created_after: float | None = None,

@@ -28,6 +28,7 @@ from openi2v.media.video import read_frames
 from openi2v.storage.local import LocalStorage
 from openi2v.store import Database, Prediction, PredictionStore
 from openi2v.store.predictions import Outcome
+from openi2v.system import die_with_parent
 
 log = logging.getLogger("openi2v.worker")
 
@@ -155,11 +156,17 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
 
+# Rendering is batch work; answering a poll is interactive. Beside the API the workers
+# run at a lower CPU priority, so polls stay fast while every core renders.
+WORKER_NICENESS = 10
+
+
 class WorkerPool:
     """N worker processes beside the API (the embedded default).
 
     Processes, not threads, so rendering never holds the API's GIL; each dies with its
     parent (PR_SET_PDEATHSIG), and a job it held is reclaimed when its lease expires.
+    They run at a lower CPU priority than the API (``WORKER_NICENESS``).
     """
 
     def __init__(self, settings: Settings, size: int) -> None:
@@ -183,18 +190,10 @@ class WorkerPool:
 
 
 def _worker_main(settings: Settings, stop) -> None:
-    _die_with_parent()
+    die_with_parent()
+    os.nice(WORKER_NICENESS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from openi2v.engines.registry import build_engines
 
     db = Database(settings.db_url)
     Worker(settings, db, build_engines(settings)).run(stop)
-
-
-def _die_with_parent() -> None:
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

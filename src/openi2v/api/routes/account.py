@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from openi2v.api.context import json_body, api_key, ctx
 from openi2v.api.schemas import envelope
@@ -14,17 +15,17 @@ router = APIRouter()
 
 
 @router.get("/api/v3/balance")
-def balance(request: Request, key_id: int = Depends(api_key)) -> dict:
+def balance(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     return envelope({"balance": to_usd(ctx(request).accounts.balance(key_id)), "currency": "USD"})
 
 
 @router.get("/api/v3/account/balance")
-def balance_alias(request: Request, key_id: int = Depends(api_key)) -> dict:
+def balance_alias(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     return balance(request, key_id)
 
 
 @router.get("/api/v3/models")
-def models(request: Request, key_id: int = Depends(api_key)) -> dict:
+def models(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
     return envelope([{
         "model_id": model_id,
@@ -40,7 +41,7 @@ def models(request: Request, key_id: int = Depends(api_key)) -> dict:
 
 @router.post("/api/v3/model/pricing")
 @router.post("/api/v3/model/price")
-async def pricing(request: Request, key_id: int = Depends(api_key)) -> dict:
+async def pricing(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
     body = await json_body(request, required=True)
     model_id = body.get("model_id") or body.get("model")

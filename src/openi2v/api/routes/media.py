@@ -6,7 +6,7 @@ import io
 import mimetypes
 
 from fastapi import APIRouter, Depends, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from openi2v.api.context import json_body, Context, api_key, ctx
@@ -19,7 +19,7 @@ router = APIRouter()
 
 
 @router.post("/api/v3/media/uploads")
-async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> dict:
+async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
     body = await json_body(request, required=True)
     filename = body.get("filename")
@@ -40,7 +40,7 @@ async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> dic
 
 
 @router.put("/api/v3/media/uploads/{token}")
-async def put_upload(token: str, request: Request) -> dict:
+async def put_upload(token: str, request: Request) -> JSONResponse:
     """The capability URL: no key; single use; expires."""
     c = ctx(request)
     declared = request.headers.get("content-length")
@@ -54,7 +54,7 @@ async def put_upload(token: str, request: Request) -> dict:
 
 
 @router.post("/api/v3/media/upload/binary")
-async def upload_binary(file: UploadFile, request: Request, key_id: int = Depends(api_key)) -> dict:
+async def upload_binary(file: UploadFile, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
     content_type = file.content_type or mimetypes.guess_type(file.filename or "")[0] or "application/octet-stream"
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(file.filename or "upload"), content_type,

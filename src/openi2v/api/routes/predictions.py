@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from openi2v.api.context import Context, api_key, ctx, json_body
@@ -24,13 +26,13 @@ SYNC_POLL_S = 0.1
 
 @router.get("/api/v3/predictions/{prediction_id}/result")
 @router.get("/api/v3/predictions/{prediction_id}")
-def get_prediction(prediction_id: str, request: Request, key_id: int = Depends(api_key)) -> dict:
+async def get_prediction(prediction_id: str, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
-    return envelope(_data(c, request, c.predictions.get(prediction_id, key_id)))
+    return envelope(await _data(c, request, await c.read(c.predictions.get, prediction_id, key_id)))
 
 
 @router.post("/api/v3/predictions")
-async def history(request: Request, key_id: int = Depends(api_key)) -> dict:
+async def history(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     body = await json_body(request, required=False)
     page = _int_field(body, "page", 1, 1, 10**6)
     page_size = _int_field(body, "page_size", 20, 1, 100)
@@ -47,7 +49,7 @@ async def history(request: Request, key_id: int = Depends(api_key)) -> dict:
 
 
 @router.post("/api/v3/{model_path:path}")
-async def submit(model_path: str, request: Request, key_id: int = Depends(api_key)) -> dict:
+async def submit(model_path: str, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
     if model_path not in c.settings.engines:
         raise NotFound(f"model not found: {model_path}")
@@ -61,22 +63,24 @@ async def submit(model_path: str, request: Request, key_id: int = Depends(api_ke
                                 bool(body.get("enable_base64_output")))
     if body.get("enable_sync_mode"):
         return await _wait(c, request, p)
-    return envelope(_data(c, request, p))
+    return envelope(await _data(c, request, p))
 
 
-def _data(c: Context, request: Request, p: Prediction) -> dict:
-    return prediction_data(p, c.base_url(request), c.storage, c.predictions.queue_position(p))
+async def _data(c: Context, request: Request, p: Prediction) -> dict:
+    build = partial(prediction_data, p, c.base_url(request), c.storage, await c.read(c.predictions.queue_position, p))
+    # base64 output reads the video file: off the event loop
+    return await run_in_threadpool(build) if p.base64_output and p.outputs else build()
 
 
-async def _wait(c: Context, request: Request, p: Prediction) -> dict:
+async def _wait(c: Context, request: Request, p: Prediction) -> JSONResponse:
     """enable_sync_mode: block until the prediction ends or the cap passes (then answer 5004)."""
     deadline = time.monotonic() + c.settings.sync_timeout_s
     while time.monotonic() < deadline:
-        p = await run_in_threadpool(c.predictions.get, p.id)
+        p = await c.read(c.predictions.get, p.id)
         if p.status.terminal:
-            return envelope(_data(c, request, p))
+            return envelope(await _data(c, request, p))
         await asyncio.sleep(SYNC_POLL_S)
-    data = await run_in_threadpool(_data, c, request, p)
+    data = await _data(c, request, p)
     data.update(code=5004, error=(f"Sync mode timed out after {c.settings.sync_timeout_s:g} seconds. "
                                   "The prediction is still processing asynchronously."))
     return envelope(data)
