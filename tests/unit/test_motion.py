@@ -163,3 +163,25 @@ def test_cancel_stops_rendering(tmp_path):
     with pytest.raises(Cancelled):
         engine.run(EngineJob(PHOTO, "zoom in", "", 1.0, 5, 1, tmp_path), calls.append, lambda: len(calls) >= 10)
     assert 10 <= len(calls) < 120
+
+
+@pytest.mark.parametrize("vertigo", [0.0, 0.1])
+def test_planes_are_warped_like_the_rgb_picture(vertigo):
+    """Rendering warps I420 planes directly; it must match warping RGB and converting after."""
+    from openi2v.engines import motion
+    from openi2v.media.video import rgb_to_i420
+
+    rgb = np.asarray(pictures.photo(640, 426, seed=3))[:426 // 2 * 2]
+    h, w = rgb.shape[:2]
+    m = motion._matrix(w, h, 1.13, 0.02, -0.01, 3.0)
+    grids = motion._radial_grids(w, h)
+    got = motion._warp(motion.I420.of(rgb), m, vertigo, grids, motion.I420.empty(w, h)).buffer
+    gx, gy = grids[1]
+    r = np.hypot((w - 1) / 2, (h - 1) / 2)
+    f = 1 - vertigo * (gx * gx + gy * gy)
+    px, py = (w - 1) / 2 + gx * f * r, (h - 1) / 2 + gy * f * r
+    mx = (m[0, 0] * px + m[0, 1] * py + m[0, 2]).astype(np.float32)
+    my = (m[1, 0] * px + m[1, 1] * py + m[1, 2]).astype(np.float32)
+    want = rgb_to_i420(cv2.remap(rgb, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101))
+    assert pictures.psnr(got[:h], want[:h]) > 45  # luma
+    assert pictures.psnr(got[h:], want[h:]) > 40  # chroma, resampled at half size

@@ -30,11 +30,15 @@ class VideoInfo:
 
 
 def write_mp4(path: Path, frames: Iterable[np.ndarray], *, fps: int, width: int, height: int,
-              crf: int = 18, preset: str = "veryfast", audio: np.ndarray | None = None) -> int:
-    """Encode RGB uint8 frames (H x W x 3); ``audio`` is float32 (channels, samples) at 48 kHz.
+              crf: int = 18, preset: str = "veryfast", audio: np.ndarray | None = None,
+              layout: str = "rgb24") -> int:
+    """Encode uint8 frames; ``audio`` is float32 (channels, samples) at 48 kHz.
 
-    Returns the number of frames written.
+    ``layout`` "rgb24": H x W x 3 RGB; "yuv420p": the encoder's own (H * 3/2) x W I420
+    buffer (what ``rgb_to_i420`` makes), taken as is. Returns the number of frames written.
     """
+    if layout not in ("rgb24", "yuv420p"):
+        raise ValueError(f"layout must be rgb24 or yuv420p, not {layout!r}")
     count = 0
     with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
         stream = out.add_stream("libx264", rate=fps)
@@ -42,8 +46,8 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], *, fps: int, width: int,
         stream.time_base = Fraction(1, fps)
         stream.codec_context.options = {"crf": str(crf), "preset": preset}
         sound = _audio_stream(out) if audio is not None else None  # every stream exists before muxing starts
-        for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(rgb_to_i420(rgb), format="yuv420p")
+        for pixels in frames:
+            frame = av.VideoFrame.from_ndarray(rgb_to_i420(pixels) if layout == "rgb24" else pixels, format="yuv420p")
             frame.pts = count
             out.mux(stream.encode(frame))
             count += 1
