@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test bench clean
 
@@ -22,8 +24,13 @@ $(TEST_STAMP): pyproject.toml $(STAMP)
 run: $(STAMP)
 	$(BIN)/openi2v serve --dev
 
-test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+test: $(TEST_STAMP) $(CHROMIUM)
+	OPENI2V_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
+
+# The playground's browser test drives Debian's chromium (Playwright never downloads one).
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+	  ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/api_load.py

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openi2v import __version__
@@ -43,6 +44,10 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (media.router, account.router, predictions.router):
         app.include_router(router)
     app.add_api_route("/healthz", _healthz, methods=["GET"])
+    # The playground: static files, a client of the public API like any other.
+    app.add_api_route("/", _playground, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/playground", _playground, methods=["GET"], include_in_schema=False)
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
     _add_error_handlers(app)
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # GC's scans, which otherwise grow with it and show up as latency spikes.
@@ -82,6 +87,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal server error")
+
+
+async def _playground() -> FileResponse:
+    return FileResponse(WEB / "index.html", media_type="text/html")
 
 
 async def _healthz() -> dict:
