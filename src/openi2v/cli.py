@@ -16,6 +16,8 @@ from openi2v.config import KLING_MODEL, Settings
 app = typer.Typer(help="OpenI2V: a self-hosted, WaveSpeed-compatible image-to-video service.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+models_app = typer.Typer(help="Diffusion model presets and their weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 
 def _settings(**overrides) -> Settings:
@@ -148,15 +150,19 @@ def generate(image: Path = typer.Argument(..., exists=True, dir_okay=False),
              duration: int = typer.Option(5, help="5 or 10 seconds."),
              seed: Optional[int] = typer.Option(None),
              guidance_scale: float = typer.Option(0.5),
+             model: str = typer.Option("motion", help="motion, or a preset from `openi2v models list`."),
+             weights: Optional[Path] = typer.Option(None, help="A preset's diffusers directory (default: pulled)."),
+             steps: Optional[int] = typer.Option(None, help="Override the preset's denoising steps."),
+             size: Optional[str] = typer.Option(None, help="Override the preset's size, WxH."),
+             device: Optional[str] = typer.Option(None, help="cpu or cuda."),
              output: Path = typer.Option(Path("out.mp4"), "-o", "--output")) -> None:
-    """Run the camera-motion engine locally, without a server."""
+    """Run an engine locally, without a server: the camera-motion engine or any diffusion preset."""
     import shutil
 
     from rich.progress import Progress
 
     from openi2v.domain.inputs import check_image, parse_request
     from openi2v.engines.base import EngineJob
-    from openi2v.engines.motion import MotionEngine, MotionSettings
     from openi2v.errors import InvalidInput
 
     try:
@@ -166,7 +172,7 @@ def generate(image: Path = typer.Argument(..., exists=True, dir_okay=False),
     except InvalidInput as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2)
-    engine = MotionEngine(MotionSettings.from_settings(_settings()))
+    engine = _local_engine(model, weights, steps, size, device)
     engine.load()
     with tempfile.TemporaryDirectory() as tmp, Progress() as bar:
         task = bar.add_task("rendering", total=100)
@@ -175,10 +181,71 @@ def generate(image: Path = typer.Argument(..., exists=True, dir_okay=False),
                                       req.seed, Path(tmp)), lambda f: bar.update(task, completed=f * 100),
                             lambda: False)
         shutil.copyfile(result.video, output)
-    plan = result.details["camera_plan"]
-    typer.echo(f"camera plan: {' -> '.join(plan['steps'])}")
+    if "camera_plan" in result.details:
+        typer.echo(f"camera plan: {' -> '.join(result.details['camera_plan']['steps'])}")
+    else:
+        typer.echo(f"{model}: {result.details['steps']} steps, CFG {result.details['cfg']}, "
+                   f"speed-ups {', '.join(result.details['speedups'])}")
     typer.echo(f"seed {req.seed}; {result.frames} frames {result.width}x{result.height} @ {result.fps} fps "
                f"in {time.perf_counter() - started:.2f} s -> {output}")
+
+
+def _local_engine(model: str, weights: Optional[Path], steps: Optional[int], size: Optional[str],
+                  device: Optional[str]):
+    """The engine `generate` runs in this process (no isolation: one job, then exit)."""
+    import importlib
+
+    from openi2v.engines import registry
+    from openi2v.engines.motion import MotionEngine, MotionSettings
+
+    settings = _settings(diffusion_steps=steps, diffusion_size=size, device=device)
+    if model == "motion":
+        return MotionEngine(MotionSettings.from_settings(settings))
+    try:
+        preset = registry.diffusion_preset(settings, model)
+    except KeyError as exc:
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(2)
+    from openi2v.engines.accel import Speedups
+
+    path = weights or registry.local_weights(settings, preset) or preset.repo
+    speedups = Speedups.parse(settings.speedups.split(",") if settings.speedups else preset.speedups)
+    module, _, cls = registry.FAMILIES[preset.family].partition(":")
+    return getattr(importlib.import_module(module), cls)(preset, path, settings.device, speedups)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The diffusion presets: weights, native clip, steps, guidance and default speed-ups."""
+    from openi2v.engines import registry
+    from openi2v.engines.catalog import PRESETS
+
+    settings = _settings()
+    typer.echo("name\trepo\tsize\tfps\tframes\tsteps\tcfg\tweights\tspeed-ups")
+    for p in PRESETS.values():
+        here = registry.local_weights(settings, p)
+        typer.echo(f"{p.name}\t{p.repo}{' + ' + str(len(p.loras)) + ' LoRAs' if p.loras else ''}\t"
+                   f"{p.width}x{p.height}\t{p.fps}\t{p.frames}\t{p.steps}\t{p.cfg:g}{' (distilled)' if p.distilled else ''}"
+                   f"\t{here or 'not pulled'}\t{','.join(p.speedups)}")
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument(..., help="A preset from `openi2v models list`.")) -> None:
+    """Download a preset's weights (and LoRAs) from the Hugging Face Hub into the weights directory."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    from openi2v.engines.catalog import PRESETS
+
+    if name not in PRESETS:
+        typer.echo(f"error: unknown preset {name!r}; known: {', '.join(PRESETS)}", err=True)
+        raise typer.Exit(2)
+    preset = PRESETS[name]
+    root = _settings().weights_root
+    target = root / preset.weights_name
+    snapshot_download(preset.repo, local_dir=target)
+    for lora in preset.loras:
+        hf_hub_download(lora.repo, lora.file, local_dir=root / "loras")
+    typer.echo(f"{name}: {preset.repo} -> {target}")
 
 
 if __name__ == "__main__":

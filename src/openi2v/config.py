@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,10 +35,20 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = 20.0
     fetch_allow_private: bool = False  # allow image URLs on loopback/private networks
 
-    # Engines: model id -> engine name.
-    engines: dict[str, str] = Field(default_factory=lambda: {KLING_MODEL: "motion"})
-    # Price per 5 seconds of video, USD, per model id.
+    # Engines: model id -> "motion" (the CPU camera engine), a diffusion preset name (see
+    # `openi2v models list`), or "auto": `auto_preset` when a GPU and its weights are present,
+    # otherwise "motion". Every preset in use is also served under its own model id.
+    engines: dict[str, str] = Field(default_factory=lambda: {KLING_MODEL: "auto"})
+    auto_preset: str = "wan2.2-ti2v-5b-turbo"
+    # Price per 5 seconds of video, USD, per model id; ids not listed cost what the Kling id costs.
     prices: dict[str, float] = Field(default_factory=lambda: {KLING_MODEL: 0.35})
+
+    # Diffusion presets.
+    weights_dir: Optional[Path] = None  # default: {data_dir}/weights; a preset's files in weights_dir/<preset>
+    device: str = "cuda"  # where diffusion pipelines run ("cpu" works, slowly)
+    diffusion_steps: int = 0  # overrides every preset's steps (0: the preset's own)
+    diffusion_size: str = ""  # "WxH": overrides every preset's native size (a small machine's setting)
+    speedups: str = ""  # comma-separated, replaces the presets' own (see engines/accel.py)
 
     # Video output.
     short_side: int = 720  # 480, 720 or 1080
@@ -48,6 +59,13 @@ class Settings(BaseSettings):
     # NSFW: "flag" marks has_nsfw_contents; "block" fails the prediction with code 1200.
     nsfw_policy: str = "flag"
     nsfw_threshold: float = 0.5
+
+    @property
+    def weights_root(self) -> Path:
+        return self.weights_dir or self.data_dir / "weights"
+
+    def price_for(self, model_id: str) -> float:
+        return self.prices.get(model_id, self.prices.get(KLING_MODEL, 0.35))
 
     @property
     def db_url(self) -> str:

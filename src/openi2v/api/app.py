@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.db_url)
     db.migrate()
     engines = build_engines(settings)
-    context = Context.build(settings, db, {m: e.description for m, e in engines.items()})
+    context = Context.build(settings, db, engines)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -10,6 +10,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from openi2v.config import Settings
+from openi2v.engines.base import Engine
 from openi2v.errors import InvalidInput
 from openi2v.media.images import MediaFetcher
 from openi2v.storage.local import LocalStorage
@@ -27,14 +28,14 @@ class Context:
     uploads: UploadStore
     storage: LocalStorage
     fetcher: MediaFetcher
-    engine_descriptions: dict[str, str]
+    engines: dict[str, Engine]  # the models served: described and validated here, run by the workers
 
     @classmethod
-    def build(cls, settings: Settings, db: Database, engine_descriptions: dict[str, str]) -> "Context":
+    def build(cls, settings: Settings, db: Database, engines: dict[str, Engine]) -> "Context":
         storage = LocalStorage(settings.data_dir)
         return cls(settings, db, PredictionStore(db, settings.max_attempts), AccountStore(db), UploadStore(db),
                    storage, MediaFetcher(storage, settings.fetch_timeout_s, settings.fetch_allow_private),
-                   engine_descriptions)
+                   engines)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store read from a route.

@@ -1,28 +1,107 @@
-"""Model id -> engine, chosen in configuration (``Settings.engines``)."""
+"""Model id -> engine, chosen in configuration (``Settings.engines``).
+
+An engine name is "motion" (the CPU camera engine), a diffusion preset from the catalog,
+or "auto". Building engines is cheap everywhere (the API process builds them to describe
+and validate models); a diffusion engine's pipeline loads in its own child process when a
+worker first needs it.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib.util
+import logging
+from pathlib import Path
 
 from openi2v.config import Settings
 from openi2v.engines.base import Engine
+from openi2v.engines.catalog import PRESETS, Preset, get_preset
+
+log = logging.getLogger("openi2v.engines")
+FAMILIES = {"wan": "openi2v.engines.wan:WanEngine", "ltx": "openi2v.engines.ltx:LTXEngine"}
 
 
-def _motion(settings: Settings) -> Engine:
-    from openi2v.engines.motion import MotionEngine, MotionSettings
+def local_weights(settings: Settings, preset: Preset) -> Path | None:
+    """A preset's diffusers directory under ``weights_dir``, or in the Hugging Face cache."""
+    path = settings.weights_root / preset.weights_name
+    if (path / "model_index.json").exists():
+        return path
+    if importlib.util.find_spec("huggingface_hub") is not None:
+        from huggingface_hub import try_to_load_from_cache
 
-    return MotionEngine(MotionSettings.from_settings(settings))
+        cached = try_to_load_from_cache(preset.repo, "model_index.json")
+        if isinstance(cached, str):
+            return Path(cached).parent
+    return None
 
 
-FACTORIES: dict[str, Callable[[Settings], Engine]] = {"motion": _motion}
+def gpu_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve(settings: Settings) -> dict[str, str]:
+    """Model id -> "motion" or a preset name: ``auto`` decided, and each preset in use also
+    served under its own model id."""
+    out: dict[str, str] = {}
+    for model_id, name in settings.engines.items():
+        if name == "auto":
+            name = _auto(settings)
+        elif name != "motion" and name not in PRESETS:
+            raise ValueError(f"unknown engine {name!r} for model {model_id}; choose motion, auto or one of "
+                             f"{', '.join(PRESETS)}")
+        out[model_id] = name
+    for name in set(out.values()) - {"motion"}:
+        out.setdefault(get_preset(name).model_id, name)
+    return out
+
+
+def _auto(settings: Settings) -> str:
+    preset = get_preset(settings.auto_preset)
+    weights = local_weights(settings, preset)  # checked first: importing torch costs seconds
+    if weights is None:
+        log.info("engine auto: no weights for %s (openi2v models pull %s): using the camera-motion engine",
+                 preset.name, preset.name)
+        return "motion"
+    if settings.device.startswith("cuda") and not gpu_available():
+        log.info("engine auto: weights for %s found but no GPU: using the camera-motion engine", preset.name)
+        return "motion"
+    log.info("engine auto: serving %s from %s on %s", preset.name, weights, settings.device)
+    return preset.name
 
 
 def build_engines(settings: Settings) -> dict[str, Engine]:
-    """One engine instance per configured model id (instances are shared by name)."""
+    """One engine instance per served model id (instances are shared by engine name)."""
     built: dict[str, Engine] = {}
     engines: dict[str, Engine] = {}
-    for model_id, name in settings.engines.items():
-        if name not in FACTORIES:
-            raise ValueError(f"unknown engine {name!r} for model {model_id}; choose one of {sorted(FACTORIES)}")
-        engines[model_id] = built.setdefault(name, FACTORIES[name](settings))
+    for model_id, name in resolve(settings).items():
+        if name not in built:
+            built[name] = _build(settings, name)
+        engines[model_id] = built[name]
     return engines
+
+
+def _build(settings: Settings, name: str) -> Engine:
+    if name == "motion":
+        from openi2v.engines.motion import MotionEngine, MotionSettings
+
+        return MotionEngine(MotionSettings.from_settings(settings))
+    from openi2v.engines.accel import Speedups
+    from openi2v.engines.isolated import IsolatedEngine
+
+    preset = diffusion_preset(settings, name)
+    weights = local_weights(settings, preset)
+    speedups = Speedups.parse(settings.speedups.split(",")) if settings.speedups else Speedups.parse(preset.speedups)
+    kwargs = dict(preset=preset, weights=str(weights or preset.repo), device=settings.device, speedups=speedups)
+    return IsolatedEngine(FAMILIES[preset.family], kwargs, preset.name, preset.summary)
+
+
+def diffusion_preset(settings: Settings, name: str) -> Preset:
+    """The preset with this machine's overrides (``diffusion_steps``, ``diffusion_size``) applied."""
+    size = None
+    if settings.diffusion_size:
+        w, _, h = settings.diffusion_size.lower().partition("x")
+        size = (int(w), int(h))
+    return get_preset(name).with_overrides(steps=settings.diffusion_steps or None, size=size)

@@ -30,13 +30,13 @@ def models(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     return envelope([{
         "model_id": model_id,
         "name": model_id,
-        "description": c.engine_descriptions.get(model_id, ""),
-        "engine": engine,
+        "description": engine.description,
+        "engine": engine.name,
         "type": "image-to-video",
-        "base_price": c.settings.prices.get(model_id, 0.0),
+        "base_price": c.settings.price_for(model_id),
         "api_schema": {"api_schemas": [{"type": "model_run", "method": "POST", "api_path": f"/api/v3/{model_id}",
                                         "request_schema": REQUEST_SCHEMA}]},
-    } for model_id, engine in c.settings.engines.items()])
+    } for model_id, engine in c.engines.items()])
 
 
 @router.post("/api/v3/model/pricing")
@@ -45,13 +45,13 @@ async def pricing(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     c = ctx(request)
     body = await json_body(request, required=True)
     model_id = body.get("model_id") or body.get("model")
-    if model_id not in c.settings.engines:
+    if model_id not in c.engines:
         raise NotFound(f"model not found: {model_id}")
     inputs = body.get("inputs") or {}
     if not isinstance(inputs, dict):
         raise InvalidInput("inputs", "must be a JSON object")
     duration = parse_duration(inputs.get("duration"))
-    per_5s = c.settings.prices.get(model_id, 0.0)
+    per_5s = c.settings.price_for(model_id)
     price = to_usd(price_micros(per_5s, duration))
     return envelope({"model_id": model_id, "unit_price": float(per_second(per_5s) / 1_000_000), "unit": "second",
                      "billed_seconds": billed_seconds(duration), "price": price, "discounted_price": price,

@@ -51,14 +51,14 @@ async def history(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
 @router.post("/api/v3/{model_path:path}")
 async def submit(model_path: str, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
-    if model_path not in c.settings.engines:
+    if model_path not in c.engines:
         raise NotFound(f"model not found: {model_path}")
     body = await json_body(request, required=True)
     if request.query_params.get("webhook"):
         raise InvalidInput("webhook", "webhooks are not supported by this server yet; poll the result URL")
     req = parse_request(body)
     inputs = await run_in_threadpool(_store_local_media, c, key_id, req)
-    price = price_micros(c.settings.prices.get(model_path, 0.0), req.duration)
+    price = price_micros(c.settings.price_for(model_path), req.duration)
     p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
                                 bool(body.get("enable_base64_output")))
     if body.get("enable_sync_mode"):

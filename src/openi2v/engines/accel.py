@@ -1,0 +1,186 @@
+"""Speed-ups applied to a loaded diffusers pipeline from the outside, never by editing model code.
+
+Each ``apply_*`` function takes the pipeline (and what it needs) and changes how it runs:
+precision, attention backend, regional compilation, step caching, FP8 weights, group
+offload, VAE tiling. ``Speedups`` is the parsed list a preset (or ``OPENI2V_SPEEDUPS``)
+names; ``apply_speedups`` applies it and returns what it actually applied, since some
+only make sense on some hardware (FP8 needs compute capability 8.9+, e.g. Hopper).
+No backend here downloads kernels at run time (the ``*_hub`` backends of diffusers do,
+and are not offered).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+log = logging.getLogger("openi2v.accel")
+
+# our names -> diffusers attention dispatcher backends that need nothing downloaded
+ATTENTION = {"sdpa": "native", "cudnn": "_native_cudnn", "flash": "_native_flash", "flash-attn": "flash",
+             "flash3": "_flash_3", "sage": "sage", "math": "_native_math"}
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+SMALL_GPU_BYTES = 40 * 2**30  # under this, group offload and VAE tiling are worth their cost
+
+
+@dataclass(frozen=True)
+class Speedups:
+    dtype: str = "bf16"
+    attention: str | None = None  # a key of ATTENTION
+    compile: bool = False  # compile_repeated_blocks: each transformer block compiled once, reused
+    cache: str | None = None  # "fbcache" (First-Block cache) or "magcache"
+    cache_threshold: float = 0.1
+    fp8: bool = False  # FP8 dynamic-activation weights through torchao (compute capability >= 8.9)
+    group_offload: bool = False  # keep blocks on the CPU, stream them to the GPU group by group
+    vae_tiling: bool = False
+
+    @classmethod
+    def parse(cls, names: Iterable[str]) -> "Speedups":
+        """From names such as ("bf16", "sdpa", "compile", "fbcache=0.1", "fp8", "offload", "vae_tiling")."""
+        fields: dict[str, Any] = {}
+        for raw in names:
+            name, _, value = raw.strip().partition("=")
+            if not name:
+                continue
+            if name in DTYPES:
+                fields["dtype"] = name
+            elif name in ATTENTION:
+                fields["attention"] = name
+            elif name in ("fbcache", "magcache"):
+                fields["cache"] = name
+                if value:
+                    fields["cache_threshold"] = float(value)
+            elif name == "compile":
+                fields["compile"] = True
+            elif name == "fp8":
+                fields["fp8"] = True
+            elif name in ("offload", "group_offload"):
+                fields["group_offload"] = True
+            elif name == "vae_tiling":
+                fields["vae_tiling"] = True
+            else:
+                raise ValueError(f"unknown speed-up {raw!r}")
+        return cls(**fields)
+
+
+def torch_dtype(name: str, device: str):
+    import torch
+
+    if device == "cpu" and name != "fp32":
+        return torch.float32  # half precision on a CPU is slower, and tests compare frames exactly
+    return getattr(torch, DTYPES[name])
+
+
+def transformers_of(pipe) -> list:
+    """The denoisers of a pipeline (Wan 2.2 A14B has two experts)."""
+    return [m for m in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)) if m is not None]
+
+
+def apply_attention(pipe, backend: str) -> None:
+    for t in transformers_of(pipe):
+        t.set_attention_backend(ATTENTION[backend])
+
+
+def apply_compile(pipe, fullgraph: bool = True) -> None:
+    """Regional compilation: the same speed as compiling the whole model, a fraction of the compile time."""
+    for t in transformers_of(pipe):
+        t.compile_repeated_blocks(fullgraph=fullgraph)
+
+
+def apply_first_block_cache(pipe, threshold: float) -> None:
+    """Skip the remaining blocks on steps where the first block's output barely changed."""
+    from diffusers import FirstBlockCacheConfig
+
+    for t in transformers_of(pipe):
+        t.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+
+
+def apply_mag_cache(pipe, threshold: float, steps: int, mag_ratios: list[float]) -> None:
+    """MagCache: skip steps by the calibrated magnitude ratios of the model's residuals.
+
+    ``mag_ratios`` come from a calibration run on real weights
+    (``MagCacheConfig(calibrate=True, num_inference_steps=steps)``).
+    """
+    from diffusers import MagCacheConfig
+
+    for t in transformers_of(pipe):
+        t.enable_cache(MagCacheConfig(mag_ratios=mag_ratios, num_inference_steps=steps, threshold=threshold))
+
+
+def fp8_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+
+
+def apply_fp8(pipe) -> None:
+    """FP8 weights and activations for the transformers' linear layers (torchao)."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+
+    for t in transformers_of(pipe):
+        quantize_(t, Float8DynamicActivationFloat8WeightConfig())
+
+
+def apply_group_offload(pipe, device: str, blocks_per_group: int = 4) -> None:
+    import torch
+
+    onload, offload = torch.device(device), torch.device("cpu")
+    for t in transformers_of(pipe):
+        t.enable_group_offload(onload_device=onload, offload_device=offload, offload_type="block_level",
+                               num_blocks_per_group=blocks_per_group)
+    if getattr(pipe, "text_encoder", None) is not None:
+        from diffusers.hooks import apply_group_offloading
+
+        apply_group_offloading(pipe.text_encoder, onload_device=onload, offload_device=offload,
+                               offload_type="block_level", num_blocks_per_group=blocks_per_group)
+
+
+def apply_vae_tiling(pipe) -> None:
+    pipe.vae.enable_tiling()
+
+
+def gpu_is_small(device: str) -> bool:
+    import torch
+
+    return device.startswith("cuda") and torch.cuda.get_device_properties(device).total_memory < SMALL_GPU_BYTES
+
+
+def apply_speedups(pipe, s: Speedups, device: str, steps: int, mag_ratios: list[float] | None = None) -> list[str]:
+    """Apply ``s`` to a loaded pipeline (already in its dtype) and place it on ``device``.
+
+    Returns the speed-ups applied, in order. Order matters: attention and caches hook
+    modules before compilation traces them; FP8 swaps weights before compilation too.
+    """
+    applied = [s.dtype if device != "cpu" else "fp32"]
+    if s.attention:
+        apply_attention(pipe, s.attention)
+        applied.append(f"attention={s.attention}")
+    if s.fp8:
+        if fp8_supported():
+            apply_fp8(pipe)
+            applied.append("fp8")
+        else:
+            log.info("fp8 skipped: needs a GPU of compute capability 8.9 or newer")
+    offload = s.group_offload or (device != "cpu" and gpu_is_small(device))
+    if offload and device != "cpu":
+        apply_group_offload(pipe, device)
+        applied.append("group_offload")
+    else:
+        pipe.to(device)
+    if s.vae_tiling or offload:
+        apply_vae_tiling(pipe)
+        applied.append("vae_tiling")
+    if s.cache == "fbcache":
+        apply_first_block_cache(pipe, s.cache_threshold)
+        applied.append(f"fbcache={s.cache_threshold:g}")
+    elif s.cache == "magcache":
+        if mag_ratios:
+            apply_mag_cache(pipe, s.cache_threshold, steps, mag_ratios)
+            applied.append(f"magcache={s.cache_threshold:g}")
+        else:
+            log.info("magcache skipped: no calibrated mag_ratios for this preset")
+    if s.compile and device != "cpu":
+        apply_compile(pipe, fullgraph=s.cache is None)  # a cache's per-step decision is a graph break
+        applied.append("compile")
+    return applied

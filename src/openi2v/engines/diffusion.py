@@ -1,0 +1,166 @@
+"""What the diffusion engines share: how the API's inputs map onto a video diffusion model.
+
+| API input         | on a diffusion preset                                                            |
+|-------------------|-----------------------------------------------------------------------------------|
+| image             | the first frame: scaled to cover the preset's size for its aspect ratio, centre-cropped (``fit_size``) |
+| duration 5        | one native clip (``Preset.frames`` at ``Preset.fps``)                              |
+| duration 10       | two clips; the second starts from the first's last frame, colour-matched, its duplicate first frame dropped |
+| guidance_scale g  | CFG = 1 + 2·g·(recommended − 1): 0.5 gives the model's recommended CFG, 0 gives 1 (``cfg_for``) |
+| negative_prompt   | used whenever CFG > 1 (at CFG 1 the unconditional pass is skipped)                 |
+| seed              | a CPU ``torch.Generator``: the same seed gives the same video on the same hardware; segment k uses seed + k |
+| last_image        | the model's first-last-frame conditioning where the preset has it (the last segment ends on it) |
+
+Each model family implements ``_open`` (load its pipeline) and ``_sample`` (one native clip);
+speed-ups, sizing, guidance, chaining and encoding are here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from openi2v.engines.accel import Speedups, apply_speedups, torch_dtype
+from openi2v.engines.base import CancelCheck, Cancelled, EngineJob, EngineResult, Progress
+from openi2v.engines.catalog import Preset
+from openi2v.media.video import write_mp4
+
+log = logging.getLogger("openi2v.engines.diffusion")
+
+def cfg_for(guidance_scale: float, preset: Preset) -> float:
+    """Kling's guidance_scale (0..1, default 0.5) as classifier-free guidance for this preset."""
+    if preset.distilled:
+        return 1.0
+    return 1.0 + 2.0 * guidance_scale * (preset.cfg - 1.0)
+
+
+def fit_size(image_size: tuple[int, int], preset: Preset) -> tuple[int, int]:
+    """(width, height) for an input: the preset's pixel area at the input's aspect ratio,
+    each side rounded to the nearest multiple the model needs."""
+    w, h = image_size
+    area = preset.width * preset.height
+    out_h = math.sqrt(area * h / w)
+    out_w = out_h * w / h
+    m = preset.size_multiple
+    return max(m, round(out_w / m) * m), max(m, round(out_h / m) * m)
+
+
+def cover(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale to cover (width, height), then centre-crop: the aspect ratio is kept, nothing is stretched."""
+    scale = max(width / image.width, height / image.height)
+    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    resized = image.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
+    left, top = (w - width) // 2, (h - height) // 2
+    return resized.crop((left, top, left + width, top + height))
+
+
+def match_colour(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Shift each channel of ``frames`` so its first frame has ``reference``'s mean and spread:
+    hides the colour drift a chained segment picks up at the seam."""
+    first = frames[0].reshape(-1, 3).astype(np.float32)
+    ref = reference.reshape(-1, 3).astype(np.float32)
+    gain = (ref.std(0) + 1e-3) / (first.std(0) + 1e-3)
+    offset = ref.mean(0) - first.mean(0) * gain
+    return np.clip(frames.astype(np.float32) * gain + offset, 0, 255).round().astype(np.uint8)
+
+
+class DiffusionEngine:
+    """One preset of one model family, loaded once, serving jobs."""
+
+    family = ""
+
+    def __init__(self, preset: Preset, weights: str | Path, device: str = "cuda",
+                 speedups: Speedups | None = None) -> None:
+        self.preset = preset
+        self.weights = str(weights)
+        self.device = device
+        self.speedups = speedups or Speedups.parse(preset.speedups)
+        self.name = preset.name
+        self.description = preset.summary
+        self.pipe = None
+        self.applied: list[str] = []
+
+    def load(self) -> None:
+        if self.pipe is not None:
+            return
+        try:
+            pipe = self._open(torch_dtype(self.speedups.dtype, self.device))
+        except (OSError, ValueError) as exc:
+            if not Path(self.weights).is_dir():
+                raise FileNotFoundError(f"no weights for {self.name} in {self.weights} or the Hugging Face cache; "
+                                        f"run: openi2v models pull {self.name}") from exc
+            raise
+        self.applied = apply_speedups(pipe, self.speedups, self.device, self.preset.steps)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        log.info("%s loaded from %s on %s with %s", self.name, self.weights, self.device, ", ".join(self.applied))
+
+    def run(self, job: EngineJob, progress: Progress, cancelled: CancelCheck) -> EngineResult:
+        p = self.preset
+        # 1. Size the first frame for the model (and the last one, if any).
+        width, height = fit_size(job.image.size, p)
+        first = cover(job.image, width, height)
+        last = cover(job.last_image, width, height) if job.last_image is not None and p.last_image else None
+        # 2. Map guidance_scale to CFG; the negative prompt matters only above 1.
+        cfg = cfg_for(job.guidance_scale, p)
+        negative = job.negative_prompt if cfg > 1.0 else ""
+        # 3. Sample one native clip per 5 s, each from the previous clip's last frame.
+        segments = max(1, job.duration // 5)
+        clips: list[np.ndarray] = []
+        for k in range(segments):
+            def step(i: int, k: int = k) -> None:
+                if cancelled():
+                    raise Cancelled()
+                progress((k + (i + 1) / p.steps) / segments * 0.97)
+
+            start = first if k == 0 else Image.fromarray(clips[-1][-1])
+            clip = self._sample(start, job.prompt, negative, cfg, job.seed + k, width, height,
+                                last if k == segments - 1 else None, step)
+            if k > 0:  # the new clip's first frame repeats the previous clip's last
+                clip = match_colour(clip, clips[-1][-1])[1:]
+            clips.append(clip)
+        frames = np.concatenate(clips)
+        # 4. Encode through the one video writer.
+        video = job.out_dir / "video.mp4"
+        write_mp4(video, iter(frames), fps=p.fps, width=width, height=height)
+        poster = job.out_dir / "poster.jpg"
+        Image.fromarray(frames[0]).save(poster, quality=85)
+        details = {"engine": self.name, "model": p.repo, "width": width, "height": height, "fps": p.fps,
+                   "frames": len(frames), "segments": segments, "steps": p.steps, "cfg": round(cfg, 3),
+                   "speedups": self.applied}
+        return EngineResult(video, width, height, p.fps, len(frames), details, poster)
+
+    # --- what each family provides ------------------------------------------------------
+
+    def _open(self, dtype):
+        """The pipeline loaded from ``self.weights`` in ``dtype``, ready for speed-ups (still on the CPU)."""
+        raise NotImplementedError
+
+    def _sample(self, image: Image.Image, prompt: str, negative: str, cfg: float, seed: int, width: int,
+                height: int, last: Image.Image | None, step) -> np.ndarray:
+        """One native clip as uint8 frames (F, H, W, 3); ``step(i)`` after each denoising step."""
+        raise NotImplementedError
+
+
+def generator(seed: int):
+    """A CPU generator: the same initial noise on any device."""
+    import torch
+
+    return torch.Generator("cpu").manual_seed(int(seed) % 2**63)
+
+
+def to_uint8(frames) -> np.ndarray:
+    """Pipeline output (np, float in [0, 1], (F, H, W, 3)) as uint8."""
+    return (np.clip(np.asarray(frames), 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def step_callback(step):
+    """diffusers' ``callback_on_step_end`` calling ``step(i)``; ``step`` may raise Cancelled."""
+    def on_step_end(pipe, i, t, kwargs):
+        step(i)
+        return {}
+
+    return on_step_end

@@ -1,0 +1,42 @@
+"""Engines for the process-isolation tests: built in the child by "tests.engine_fixtures:Flaky"."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from openi2v.engines.base import CancelCheck, Cancelled, EngineJob, EngineResult, Progress
+from openi2v.media.video import write_mp4
+
+
+class Flaky:
+    """Renders a tiny grey clip in ``steps`` steps; its prompt can make it misbehave:
+    "crash" kills the process, "oom" raises CUDA's out-of-memory error, "fail" raises."""
+
+    name = "flaky"
+    description = "test engine"
+
+    def __init__(self, steps: int = 4, step_s: float = 0.0) -> None:
+        self.steps, self.step_s = steps, step_s
+
+    def load(self) -> None:
+        self.pid = os.getpid()
+
+    def run(self, job: EngineJob, progress: Progress, cancelled: CancelCheck) -> EngineResult:
+        if "crash" in job.prompt:
+            os._exit(137)  # what the kernel's OOM killer or a segfault looks like from outside
+        if "oom" in job.prompt:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if "fail" in job.prompt:
+            raise ValueError("the pipeline rejected its input")
+        for i in range(self.steps):
+            if cancelled():
+                raise Cancelled()
+            time.sleep(self.step_s)
+            progress((i + 1) / self.steps)
+        video = job.out_dir / "video.mp4"
+        n = job.duration * 8
+        write_mp4(video, (np.full((32, 32, 3), 128, np.uint8) for _ in range(n)), fps=8, width=32, height=32)
+        return EngineResult(video, 32, 32, 8, n, {"engine": self.name, "pid": self.pid})
