@@ -35,6 +35,7 @@ $(CHROMIUM):
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/motion_vs_ffmpeg.py
+	$(BIN)/python bench/gpu_denoise.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -122,3 +122,21 @@ def build(layout: str):
 def save(layout: str, directory: Path) -> Path:
     build(layout).save_pretrained(directory)
     return directory
+
+
+def save_lora(directory: Path, layout: str, name: str, seed: int) -> Path:
+    """A random rank-4 LoRA for the tiny transformer of ``layout``, in diffusers' LoRA format."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = build(layout).transformer
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                       init_lora_weights=False))
+    torch.manual_seed(seed)
+    for param_name, param in transformer.named_parameters():
+        if "lora_" in param_name:
+            torch.nn.init.normal_(param, std=0.5)
+    WanImageToVideoPipeline.save_lora_weights(directory, transformer_lora_layers=get_peft_model_state_dict(transformer),
+                                              weight_name=name)
+    return directory / name

@@ -83,8 +83,10 @@ def test_guidance_changes_the_video_and_zero_skips_the_negative_prompt(weights, 
     assert run(e, tmp_path, guidance=0.0).details["cfg"] == 1.0
 
 
-def test_last_image_is_used_where_the_model_has_first_last_frame_support(weights, tmp_path):
-    e = engine(weights, "wan2.2-a14b")
+@pytest.mark.parametrize("layout", ["wan2.2-a14b", "ltx"])
+def test_last_image_is_used_where_the_model_has_first_last_frame_support(weights, layout, tmp_path):
+    e = engine(weights, layout)
+    assert e.preset.last_image
     end = pictures.photo(640, 426, seed=9)
     plain, framed = (read_frames(run(e, tmp_path, **kw).video) for kw in ({}, {"last_image": end}))
     assert not np.array_equal(plain[-1], framed[-1])
@@ -116,3 +118,22 @@ def test_missing_weights_say_how_to_get_them(tmp_path):
     e = WanEngine(get_preset("wan2.2-ti2v-5b"), tmp_path / "nothing-here", "cpu")
     with pytest.raises(FileNotFoundError, match="openi2v models pull wan2.2-ti2v-5b"):
         e.load()
+
+
+def test_turbo_loras_load_into_both_experts_and_change_the_video(weights, tmp_path):
+    from dataclasses import replace
+
+    from openi2v.engines.catalog import Lora
+
+    loras = weights["wan2.2-a14b"].parent / "loras"  # beside the pipelines, where `models pull` puts them
+    tiny_models.save_lora(loras, "wan2.2-a14b", "high.safetensors", seed=1)
+    tiny_models.save_lora(loras, "wan2.2-a14b", "low.safetensors", seed=2)
+    turbo = get_preset("wan2.2-i2v-a14b-turbo").with_overrides(steps=2, size=(48, 32))
+    turbo = replace(turbo, loras=(Lora("local", "high.safetensors"), Lora("local", "low.safetensors", "transformer_2")))
+    with_loras = WanEngine(turbo, weights["wan2.2-a14b"], "cpu", Speedups.parse(["sdpa"]))
+    with_loras.load()
+    without = WanEngine(replace(turbo, loras=()), weights["wan2.2-a14b"], "cpu", Speedups.parse(["sdpa"]))
+    without.load()
+    a, b = (read_frames(run(e, tmp_path, seed=5).video) for e in (with_loras, without))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert with_loras.pipe.scheduler.config.flow_shift == 5.0

@@ -1,0 +1,22 @@
+"""bench/gpu_denoise.py runs everywhere: on a CPU with tiny configs, through the same code as on a GPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_denoise_bench_runs_on_cpu_with_tiny_configs():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_denoise.py"), "wan2.2-i2v-a14b",
+                          "ltx-video-0.9.8-distilled", "--steps", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "tiny configs" in lines[0]
+    for name in ("wan2.2-i2v-a14b", "ltx-video-0.9.8-distilled"):
+        arms = [line for line in lines if line.startswith(name)]
+        assert [a.split()[1] for a in arms] == ["baseline", "speed-ups", "ratio"]
+        assert all("s/step" in a for a in arms[:2])
+    assert "fbcache=0.1" in next(line for line in lines if line.startswith("wan2.2-i2v-a14b ") and "speed-ups" in line)
