@@ -7,7 +7,7 @@ concurrent keep-alive connections. Baseline, same server, same run: GET /healthz
 protocol object per connection, requests pre-encoded) so that it, not the server,
 costs little of the 2 cores; wrk, when installed, is run too as a cross-check.
 
-Both server shapes run: one API process (the default) and two (``--api-processes 2``).
+Both server shapes run: one API process and two (``--api-processes 2``, the default on 2 cores).
 
 Run: .venv/bin/python bench/api_load.py [jobs]
 """

@@ -28,7 +28,7 @@ def _settings(**overrides) -> Settings:
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
           port: int = typer.Option(8000, help="Port to listen on."),
           workers: Optional[int] = typer.Option(None, help="Worker processes beside the API (0: API only)."),
-          api_processes: Optional[int] = typer.Option(None, help="Processes answering HTTP (one core each)."),
+          api_processes: Optional[int] = typer.Option(None, help="Processes answering HTTP (default: one per core, at most 4)."),
           dev: bool = typer.Option(False, help="Create (first start) and print a development API key.")) -> None:
     """Run the API with its worker processes beside it."""
     import uvicorn
@@ -51,9 +51,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     pool.start()
     try:
         options = dict(host=host, port=port, log_level="warning", access_log=False)
-        if settings.api_processes > 1:
+        if settings.http_processes > 1:
             # each process builds its own app from the environment's settings
-            uvicorn.run("openi2v.api.app:app_from_env", factory=True, workers=settings.api_processes, **options)
+            uvicorn.run("openi2v.api.app:app_from_env", factory=True, workers=settings.http_processes, **options)
         else:
             uvicorn.run(create_app(settings), **options)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +23,7 @@ class Settings(BaseSettings):
 
     # Workers.
     workers: int = 1  # worker processes started by `serve` beside the API; 0 = API only
-    api_processes: int = 1  # processes answering HTTP (uvicorn workers); each takes up to one core
+    api_processes: int = 0  # processes answering HTTP (uvicorn workers); 0: one per core, at most 4
     lease_s: float = 30.0  # a claimed job is reclaimed this long after its last heartbeat
     heartbeat_s: float = 2.0
     poll_s: float = 0.2  # idle worker sleep between claim attempts
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     # NSFW: "flag" marks has_nsfw_contents; "block" fails the prediction with code 1200.
     nsfw_policy: str = "flag"
     nsfw_threshold: float = 0.5
+
+    @property
+    def http_processes(self) -> int:
+        return self.api_processes or max(1, min(4, os.cpu_count() or 1))
 
     @property
     def weights_root(self) -> Path:
