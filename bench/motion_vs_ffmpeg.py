@@ -55,7 +55,8 @@ def zoompan(src: Path, size: tuple[int, int], tmp: Path, crf: int) -> tuple[floa
           f"x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':s={w}x{h}:fps={FPS}")
     out = Path(tempfile.mkdtemp(dir=tmp)) / "zoompan.mp4"
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-vf", vf, "-frames:v", str(n),
-           "-c:v", "libx264", "-preset", PRESET, "-crf", str(crf), "-pix_fmt", "yuv420p", str(out)]
+           "-c:v", "libx264", "-preset", PRESET, "-crf", str(crf), "-pix_fmt", "yuv420p",
+           "-movflags", "+faststart", str(out)]  # the same container as ours
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     return time.perf_counter() - t, out
