@@ -242,9 +242,13 @@ def models_pull(name: str = typer.Argument(..., help="A preset from `openi2v mod
     preset = PRESETS[name]
     root = _settings().weights_root
     target = root / preset.weights_name
-    snapshot_download(preset.repo, local_dir=target)
-    for lora in preset.loras:
-        hf_hub_download(lora.repo, lora.file, local_dir=root / "loras")
+    try:
+        snapshot_download(preset.repo, local_dir=target)
+        for lora in preset.loras:
+            hf_hub_download(lora.repo, lora.file, local_dir=root / "loras")
+    except Exception as exc:  # offline, unknown repo, disk full: say which and why
+        typer.echo(f"error: could not download {name} ({preset.repo}): {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"{name}: {preset.repo} -> {target}")
 
 
