@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     upload_ticket_ttl_s: int = 3600
     max_upload_mb: int = 50
     fetch_timeout_s: float = 20.0
-    fetch_allow_private: bool = False  # allow image URLs on loopback/private networks
+    fetch_allow_private: bool = False  # allow image and webhook URLs on loopback/private networks
+    webhook_timeout_s: float = 10.0  # one delivery attempt; failures are retried for about an hour
+    webhook_standard_signature: bool = False  # also sign "v1,<base64>" (standardwebhooks / svix)
 
     # Engines: model id -> "motion" (the CPU camera engine), a diffusion preset name (see
     # `openi2v models list`), or "auto": `auto_preset` when a GPU and its weights are present,

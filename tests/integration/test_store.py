@@ -86,3 +86,26 @@ def test_queue_position_counts_earlier_waiting_jobs(tmp_path):
     assert [store.queue_position(p) for p in ps] == [0, 1, 2]
     store.claim("w", [MODEL], 60)
     assert store.queue_position(store.get(ps[2].id)) == 1
+
+
+def test_a_webhook_is_queued_with_the_end_of_its_prediction_once(tmp_path):
+    from openi2v.store import WebhookStore
+
+    db, key, store = setup(tmp_path)
+    hooks = WebhookStore(db)
+    ok = store.create(key, MODEL, {"prompt": "a"}, 1, 1, webhook={"url": "https://h/1", "base": "http://b/"})
+    plain = store.create(key, MODEL, {"prompt": "b"}, 1, 1)
+    assert hooks.status(ok.id) is None and not hooks.any_due()  # nothing until the prediction ends
+    for p in (store.claim("w", [MODEL], 60), store.claim("w", [MODEL], 60)):
+        assert store.finish(p.id, "w", Outcome(Status.COMPLETED, outputs=["files/x/y.mp4"]))
+    assert not store.finish(ok.id, "w", Outcome(Status.COMPLETED))  # a second end records nothing
+    assert hooks.status(plain.id) is None
+    row = hooks.status(ok.id)
+    assert (row["url"], row["attempts"], row["delivered_at"]) == ("https://h/1", 0, None)
+    d = hooks.claim("s1", 60)
+    assert (d.prediction_id, d.attempts) == (ok.id, 1)
+    assert hooks.claim("s2", 60) is None  # leased to s1
+    hooks.failed(ok.id, "HTTP 500", retry_in_s=0)
+    assert hooks.claim("s2", 60).attempts == 2  # due again, under a new lease
+    hooks.delivered(ok.id)
+    assert hooks.claim("s3", 60) is None and hooks.status(ok.id)["delivered_at"] is not None

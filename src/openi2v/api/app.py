@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -36,7 +37,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from openi2v.api.webhooks import WebhookSender
+
+        sender = asyncio.create_task(WebhookSender(context).run(), name="webhooks")
         yield
+        sender.cancel()
+        with suppress(asyncio.CancelledError):
+            await sender
         db.dispose()
 
     app = FastAPI(title="OpenI2V", version=__version__, lifespan=lifespan)

@@ -59,21 +59,27 @@ class MediaFetcher:
             raise MediaUnavailable(f"{field}: could not download {url} ({type(exc).__name__}: {exc})") from exc
 
     def _check_host(self, field: str, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise MediaUnavailable(f"{field}: only http(s) URLs can be fetched")
-        if self.allow_private:
-            return
-        try:
-            infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except socket.gaierror as exc:
-            raise MediaUnavailable(f"{field}: could not resolve host {parts.hostname}") from exc
-        for info in infos:
-            ip = ipaddress.ip_address(info[4][0])
-            if not ip.is_global:
-                raise MediaUnavailable(
-                    f"{field}: {parts.hostname} resolves to a non-public address ({ip}); "
-                    "set OPENI2V_FETCH_ALLOW_PRIVATE=true to allow it")
+        check_public_url(field, url, self.allow_private)
+
+
+def check_public_url(field: str, url: str, allow_private: bool = False) -> None:
+    """Refuse non-http(s) URLs, and hosts that resolve to a private, loopback or link-local address
+    (unless ``allow_private``): the server must not be a proxy into its own network."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MediaUnavailable(f"{field}: only http(s) URLs can be fetched")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise MediaUnavailable(f"{field}: could not resolve host {parts.hostname}") from exc
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0])
+        if not ip.is_global:
+            raise MediaUnavailable(
+                f"{field}: {parts.hostname} resolves to a non-public address ({ip}); "
+                "set OPENI2V_FETCH_ALLOW_PRIVATE=true to allow it")
 
 
 def _read_capped(field: str, resp: httpx.Response, max_bytes: int) -> bytes:

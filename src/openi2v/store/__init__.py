@@ -1,8 +1,10 @@
-"""The durable store: predictions (the job queue), API keys, the ledger and uploads."""
+"""The durable store: predictions (the job queue), API keys, the ledger, uploads and the webhook outbox."""
 
 from openi2v.store.accounts import AccountStore
 from openi2v.store.database import Database
 from openi2v.store.predictions import Prediction, PredictionStore
 from openi2v.store.uploads import Upload, UploadStore
+from openi2v.store.webhooks import Delivery, WebhookStore
 
-__all__ = ["AccountStore", "Database", "Prediction", "PredictionStore", "Upload", "UploadStore"]
+__all__ = ["AccountStore", "Database", "Delivery", "Prediction", "PredictionStore", "Upload", "UploadStore",
+           "WebhookStore"]

@@ -66,6 +66,15 @@ class AccountStore:
             if conn.execute(update(api_keys).where(col == value).values(revoked_at=now())).rowcount == 0:
                 raise NotFound(f"no API key {key_id_or_prefix}")
 
+    def webhook_secret(self, key_id: int) -> str:
+        """The key's webhook signing secret ("whsec_..."), made on first use."""
+        with self.db.write() as conn:
+            secret = conn.execute(select(api_keys.c.webhook_secret).where(api_keys.c.id == key_id)).scalar()
+            if not secret:
+                secret = "whsec_" + secrets.token_hex(24)
+                conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(webhook_secret=secret))
+        return secret
+
     def credit(self, key_id: int, micros: int) -> None:
         with self.db.write() as conn:
             conn.execute(insert(ledger).values(api_key_id=key_id, kind="credit", amount_micros=micros, created_at=now()))

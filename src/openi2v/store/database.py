@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Select, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -91,6 +93,12 @@ class Database:
         self._writer.dispose()
 
 
+def insert_once(conn: Connection, table, unique: list[str], **values: Any) -> None:
+    """INSERT unless a row with the same ``unique`` columns exists (idempotent on every dialect)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=unique))
+
+
 @dataclass(frozen=True)
 class _Plan:
     """A SELECT compiled for one dialect, with how to bind its parameters and decode its row."""
@@ -99,6 +107,7 @@ class _Plan:
     positions: tuple[str, ...] | None  # parameter order for positional DBAPIs (sqlite3); None: named
     names: tuple[str, ...]
     decoders: tuple[Callable[[Any], Any] | None, ...]
+    defaults: dict[str, Any]  # values the statement carries itself (a LIMIT, a literal)
 
     @classmethod
     def of(cls, query: Select, dialect) -> "_Plan":
@@ -106,9 +115,12 @@ class _Plan:
         columns = list(query.selected_columns)
         return cls(str(compiled), tuple(compiled.positiontup) if compiled.positional else None,
                    tuple(c.name for c in columns),
-                   tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns))
+                   tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns),
+                   dict(compiled.params))
 
     def bind(self, params: dict[str, Any]) -> tuple | dict[str, Any]:
+        if self.defaults:
+            params = {**self.defaults, **params}
         return tuple(map(params.__getitem__, self.positions)) if self.positions is not None else params
 
     def decode(self, row: tuple) -> dict[str, Any]:

@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from openi2v.domain.prediction import Status, can_move
 from openi2v.errors import InsufficientBalance, NotFound
 from openi2v.store.accounts import AccountStore
-from openi2v.store.database import Database, now
-from openi2v.store.schema import api_keys, ledger, predictions
+from openi2v.store.database import Database, insert_once, now
+from openi2v.store.schema import api_keys, ledger, predictions, webhook_deliveries
 
 
 @dataclass
@@ -47,6 +45,7 @@ class Prediction:
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     attempts: int = 0
+    webhook: dict[str, str] | None = None  # {"url", "base"}: POST the result there when it ends
 
     @classmethod
     def from_row(cls, row: Any) -> "Prediction":
@@ -84,12 +83,13 @@ class PredictionStore:
     # --- the API side -------------------------------------------------------------
 
     def create(self, api_key_id: int, model: str, inputs: dict, seed: int, price_micros: int,
-               base64_output: bool = False) -> Prediction:
+               base64_output: bool = False, webhook: dict[str, str] | None = None) -> Prediction:
         """Insert a queued prediction if the key can afford it (its quote is held until it ends)."""
         row = dict(
             id=secrets.token_hex(16), api_key_id=api_key_id, model=model, status=Status.CREATED.value,
             inputs=inputs, seed=seed, base64_output=base64_output, price_micros=price_micros,
             created_at=now(), outputs=[], nsfw=[], error="", inference_ms=0, progress=0, details={}, attempts=0,
+            webhook=webhook,
         )
         with self.db.write() as conn:
             # Touching the key row serialises submits of one key on every dialect.
@@ -189,15 +189,14 @@ class PredictionStore:
         if conn.execute(update(predictions).where(*guard).values(**values)).rowcount != 1:
             return False
         if outcome.status is Status.COMPLETED:
-            self._charge(conn, current)
+            insert_once(conn, ledger, ["prediction_id", "kind"], api_key_id=current.api_key_id,
+                        prediction_id=current.id, kind="charge", amount_micros=-current.price_micros, created_at=now())
+        if outcome.status.terminal and current.webhook:
+            # the outbox row commits with the status: a crash can delay the webhook, never lose it
+            insert_once(conn, webhook_deliveries, ["prediction_id"], prediction_id=current.id,
+                        api_key_id=current.api_key_id, url=current.webhook["url"], attempts=0, next_at=now(),
+                        last_error="", created_at=now())
         return True
-
-    def _charge(self, conn: Connection, p: Any) -> None:
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(insert(ledger).values(
-            api_key_id=p.api_key_id, prediction_id=p.id, kind="charge", amount_micros=-p.price_micros,
-            created_at=now(),
-        ).on_conflict_do_nothing(index_elements=["prediction_id", "kind"]))
 
     def _fail_exhausted(self, t: float) -> None:
         """Fail jobs whose worker died on every allowed attempt."""

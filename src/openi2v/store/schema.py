@@ -21,6 +21,7 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
     Column("touched_at", Float),
+    Column("webhook_secret", String(64)),  # "whsec_..."; made on first use
 )
 
 predictions = Table(
@@ -46,6 +47,7 @@ predictions = Table(
     Column("lease_owner", String(64)),
     Column("lease_expires_at", Float),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("webhook", JSON),  # {"url": where to POST the result, "base": the API's base URL at submit}
     Index("ix_predictions_queue", "status", "created_at"),
     Index("ix_predictions_owner", "api_key_id", "created_at"),
 )
@@ -71,4 +73,22 @@ uploads = Table(
     Column("created_at", Float, nullable=False),
     Column("put_expires_at", Float, nullable=False),
     Column("received_at", Float),
+)
+
+# The webhook outbox: a row is written in the same transaction that ends its prediction, so a
+# crash can delay a delivery but never lose one. The prediction id is the stable webhook-id.
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("prediction_id", String(32), primary_key=True),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", Float, nullable=False),  # when the next attempt is due
+    Column("delivered_at", Float),
+    Column("gave_up_at", Float),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", Float),
+    Column("created_at", Float, nullable=False),
+    Index("ix_webhook_due", "delivered_at", "gave_up_at", "next_at"),
 )

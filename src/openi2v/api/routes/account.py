@@ -1,9 +1,10 @@
-"""Balance, the model list with input schemas, and price quotes."""
+"""Balance, the model list with input schemas, price quotes and the webhook secret."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from openi2v.api.context import json_body, api_key, ctx
 from openi2v.api.schemas import envelope
@@ -56,3 +57,10 @@ async def pricing(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     return envelope({"model_id": model_id, "unit_price": float(per_second(per_5s) / 1_000_000), "unit": "second",
                      "billed_seconds": billed_seconds(duration), "price": price, "discounted_price": price,
                      "currency": "USD"})
+
+
+@router.get("/api/v3/webhook/secret")
+async def webhook_secret(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
+    """The secret that signs this key's webhooks (``whsec_`` + hex; strip the prefix to verify)."""
+    c = ctx(request)
+    return envelope({"secret": await run_in_threadpool(c.accounts.webhook_secret, key_id)})

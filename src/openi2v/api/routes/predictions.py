@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import time
 from functools import partial
+from urllib.parse import urlsplit
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -54,13 +55,12 @@ async def submit(model_path: str, request: Request, key_id: int = Depends(api_ke
     if model_path not in c.engines:
         raise NotFound(f"model not found: {model_path}")
     body = await json_body(request, required=True)
-    if request.query_params.get("webhook"):
-        raise InvalidInput("webhook", "webhooks are not supported by this server yet; poll the result URL")
+    webhook = _webhook(c, request, body)
     req = parse_request(body)
     inputs = await run_in_threadpool(_store_local_media, c, key_id, req)
     price = price_micros(c.settings.price_for(model_path), req.duration)
     p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
-                                bool(body.get("enable_base64_output")))
+                                bool(body.get("enable_base64_output")), webhook)
     if body.get("enable_sync_mode"):
         return await _wait(c, request, p)
     return envelope(await _data(c, request, p))
@@ -111,6 +111,20 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, 
             path.write_bytes(data)
             inputs[field] = f"/media/{upload.token}/{path.name}"
     return inputs
+
+
+def _webhook(c: Context, request: Request, body: dict) -> dict[str, str] | None:
+    """``?webhook=<url>``: where the result is POSTed when the prediction ends (query string, as hosted)."""
+    url = request.query_params.get("webhook")
+    if not url:
+        return None
+    if body.get("enable_base64_output"):
+        raise InvalidInput("webhook", "webhook callback does not support base64 output, please use the normal API "
+                                      "to use base64 output")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
+        raise InvalidInput("webhook", "must be an http(s) URL of at most 2048 characters")
+    return {"url": url, "base": c.base_url(request)}
 
 
 def _int_field(body: dict, field: str, default: int, lo: int, hi: int) -> int:
