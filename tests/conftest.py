@@ -15,3 +15,30 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture(scope="session")
 def photo_png() -> bytes:
     return pictures.png()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database of each kind the store supports. PostgreSQL is the real server that
+    `make test` starts (scripts/test-postgres.sh); each test gets its own database, dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    import os
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    admin_url = os.environ.get("OPENI2V_TEST_POSTGRES_URL")
+    if not admin_url:
+        pytest.fail("OPENI2V_TEST_POSTGRES_URL is not set: run `make test`, which starts PostgreSQL")
+    name = f"openi2v_t_{secrets.token_hex(6)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

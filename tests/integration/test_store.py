@@ -1,4 +1,5 @@
-"""The job store: atomic claims, leases, reclaim after a dead worker, charge-once."""
+"""The job store on SQLite and on a real PostgreSQL: atomic claims, leases, reclaim after a dead worker,
+charge-once, the webhook outbox."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from openi2v.store.schema import ledger
 MODEL = "m"
 
 
-def setup(tmp_path, max_attempts=3):
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def setup(database_url, max_attempts=3):
+    db = Database(database_url)
     db.migrate()
     key_id, _ = AccountStore(db).create_key("t", 100_000_000)
     return db, key_id, PredictionStore(db, max_attempts)
 
 
-def test_only_one_worker_claims_each_job(tmp_path):
-    db, key, store = setup(tmp_path)
+def test_only_one_worker_claims_each_job(database_url):
+    db, key, store = setup(database_url)
     for i in range(20):
         store.create(key, MODEL, {"prompt": str(i)}, i, 1)
     claimed: list[str] = []
@@ -42,8 +43,8 @@ def test_only_one_worker_claims_each_job(tmp_path):
     assert len(claimed) == 20 == len(set(claimed))
 
 
-def test_expired_lease_is_reclaimed_and_the_zombie_cannot_finish(tmp_path):
-    db, key, store = setup(tmp_path)
+def test_expired_lease_is_reclaimed_and_the_zombie_cannot_finish(database_url):
+    db, key, store = setup(database_url)
     p = store.create(key, MODEL, {}, 1, 350_000)
     first = store.claim("dead", [MODEL], lease_s=0.05)
     assert first.id == p.id and store.claim("other", [MODEL], 60) is None  # lease still held
@@ -56,8 +57,8 @@ def test_expired_lease_is_reclaimed_and_the_zombie_cannot_finish(tmp_path):
     assert store.get(p.id).outputs == ["y"]
 
 
-def test_a_job_that_keeps_losing_its_worker_fails_cleanly_and_costs_nothing(tmp_path):
-    db, key, store = setup(tmp_path, max_attempts=2)
+def test_a_job_that_keeps_losing_its_worker_fails_cleanly_and_costs_nothing(database_url):
+    db, key, store = setup(database_url, max_attempts=2)
     p = store.create(key, MODEL, {}, 1, 350_000)
     for _ in range(2):
         assert store.claim("dying", [MODEL], lease_s=0.01) is not None
@@ -68,8 +69,8 @@ def test_a_job_that_keeps_losing_its_worker_fails_cleanly_and_costs_nothing(tmp_
     assert AccountStore(db).balance(key) == 100_000_000
 
 
-def test_charge_is_recorded_once_even_if_finish_is_repeated(tmp_path):
-    db, key, store = setup(tmp_path)
+def test_charge_is_recorded_once_even_if_finish_is_repeated(database_url):
+    db, key, store = setup(database_url)
     p = store.create(key, MODEL, {}, 1, 350_000)
     store.claim("w", [MODEL], 60)
     assert store.finish(p.id, "w", Outcome(Status.COMPLETED, outputs=["a"]))
@@ -80,18 +81,18 @@ def test_charge_is_recorded_once_even_if_finish_is_repeated(tmp_path):
     assert AccountStore(db).balance(key) == 100_000_000 - 350_000
 
 
-def test_queue_position_counts_earlier_waiting_jobs(tmp_path):
-    db, key, store = setup(tmp_path)
+def test_queue_position_counts_earlier_waiting_jobs(database_url):
+    db, key, store = setup(database_url)
     ps = [store.create(key, MODEL, {}, i, 1) for i in range(3)]
     assert [store.queue_position(p) for p in ps] == [0, 1, 2]
     store.claim("w", [MODEL], 60)
     assert store.queue_position(store.get(ps[2].id)) == 1
 
 
-def test_a_webhook_is_queued_with_the_end_of_its_prediction_once(tmp_path):
+def test_a_webhook_is_queued_with_the_end_of_its_prediction_once(database_url):
     from openi2v.store import WebhookStore
 
-    db, key, store = setup(tmp_path)
+    db, key, store = setup(database_url)
     hooks = WebhookStore(db)
     ok = store.create(key, MODEL, {"prompt": "a"}, 1, 1, webhook={"url": "https://h/1", "base": "http://b/"})
     plain = store.create(key, MODEL, {"prompt": "b"}, 1, 1)
