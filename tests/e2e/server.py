@@ -45,7 +45,8 @@ class Server:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openi2v.cli", "serve", "--port", str(self.port), "--workers", str(self.workers)],
-            env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+            env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own process group, as a terminal gives it
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -61,6 +62,12 @@ class Server:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+
+    def interrupt(self, sig: int = signal.SIGINT) -> None:
+        """A signal to the server's whole process group: Ctrl-C in its terminal (SIGINT), or a service
+        manager stopping it (systemd's default sends SIGTERM to every process of the unit)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -118,7 +118,10 @@ class IsolatedEngine:
 
 def _serve(factory: str, kwargs: dict[str, Any], conn, cancel) -> None:
     """The child: build and load the engine once, then run each job sent down the pipe."""
+    import signal
+
     die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the worker cancels us between steps
     try:
         module, _, attr = factory.partition(":")
         engine = getattr(importlib.import_module(module), attr)(**kwargs)

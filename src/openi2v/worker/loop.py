@@ -43,8 +43,10 @@ class Worker:
         self.safety = safety or SafetyChecker(settings.nsfw_threshold)
         self.engines = engines
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stopping = threading.Event()  # set: cancel the job in hand and hand it back to the queue
 
-    def run(self, stop) -> None:
+    def run(self, stop: threading.Event) -> None:
+        self.stopping = stop
         for engine in set(self.engines.values()):
             engine.load()
         while not stop.is_set():
@@ -71,7 +73,11 @@ class Worker:
         try:
             outcome = self._generate(p, work, beat)
         except Cancelled:
-            log.warning("prediction %s: lease lost; leaving it to its new owner", p.id)
+            if self.stopping.is_set():
+                log.info("prediction %s: worker stopping; back to the queue", p.id)
+                outcome = Outcome(Status.CREATED)
+            else:
+                log.warning("prediction %s: lease lost; leaving it to its new owner", p.id)
         except StorageError:
             log.exception("prediction %s: storage failed; requeueing", p.id)
             outcome = Outcome(Status.CREATED)
@@ -91,7 +97,7 @@ class Worker:
         job = self._engine_job(p, work)
         engine = self.engines[p.model]
         started = time.perf_counter()
-        result = engine.run(job, beat.report, beat.lost.is_set)
+        result = engine.run(job, beat.report, lambda: beat.lost.is_set() or self.stopping.is_set())
         inference_ms = int(round((time.perf_counter() - started) * 1000))
         nsfw = self._nsfw(job, result.video)
         if nsfw and self.settings.nsfw_policy == "block":
@@ -172,26 +178,39 @@ class WorkerPool:
     def __init__(self, settings: Settings, size: int) -> None:
         import multiprocessing
 
-        self._mp = multiprocessing.get_context("spawn")
-        self._stop = self._mp.Event()
-        self._procs = [self._mp.Process(target=_worker_main, args=(settings, self._stop), name=f"openi2v-worker-{i}",
-                                        daemon=True) for i in range(size)]
+        mp = multiprocessing.get_context("spawn")
+        self._procs = [mp.Process(target=_worker_main, args=(settings,), name=f"openi2v-worker-{i}", daemon=True)
+                       for i in range(size)]
 
     def start(self) -> None:
         for p in self._procs:
             p.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        """SIGTERM each worker (it hands its job back to the queue and exits); SIGKILL the slow ones.
+
+        A signal, not a shared multiprocessing Event: a worker already killed by the
+        terminal's Ctrl-C would leave such an Event's waiters count wrong, and setting it
+        would block forever.
+        """
+        for p in self._procs:
+            if p.is_alive():
+                p.terminate()
         for p in self._procs:
             p.join(timeout)
             if p.is_alive():
-                p.terminate()
+                p.kill()
+                p.join(timeout)
 
 
-def _worker_main(settings: Settings, stop) -> None:
+def _worker_main(settings: Settings) -> None:
+    import signal
+
     die_with_parent()
     os.nice(WORKER_NICENESS)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: serve decides, then SIGTERMs us
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from openi2v.engines.registry import build_engines
 
