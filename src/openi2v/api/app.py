@@ -25,6 +25,8 @@ from openi2v.system import die_with_parent
 
 log = logging.getLogger("openi2v.api")
 WEB = Path(__file__).resolve().parent.parent / "web"
+# FastAPI's native OpenTelemetry hooks run on every request even with no exporter configured.
+TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -46,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
             await sender
         db.dispose()
 
-    app = FastAPI(title="OpenI2V", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="OpenI2V", version=__version__, lifespan=lifespan, telemetry=TELEMETRY_OFF)
     app.state.ctx = context
     for router in (media.router, account.router, predictions.router):
         app.include_router(router)
