@@ -193,25 +193,14 @@ def generate(image: Path = typer.Argument(..., exists=True, dir_okay=False),
 def _local_engine(model: str, weights: Optional[Path], steps: Optional[int], size: Optional[str],
                   device: Optional[str]):
     """The engine `generate` runs in this process (no isolation: one job, then exit)."""
-    import importlib
-
     from openi2v.engines import registry
-    from openi2v.engines.motion import MotionEngine, MotionSettings
 
     settings = _settings(diffusion_steps=steps, diffusion_size=size, device=device)
-    if model == "motion":
-        return MotionEngine(MotionSettings.from_settings(settings))
     try:
-        preset = registry.diffusion_preset(settings, model)
+        return registry.in_process_engine(settings, model, weights)
     except KeyError as exc:
         typer.echo(f"error: {exc.args[0]}", err=True)
         raise typer.Exit(2)
-    from openi2v.engines.accel import Speedups
-
-    path = weights or registry.local_weights(settings, preset) or preset.repo
-    speedups = Speedups.parse(settings.speedups.split(",") if settings.speedups else preset.speedups)
-    module, _, cls = registry.FAMILIES[preset.family].partition(":")
-    return getattr(importlib.import_module(module), cls)(preset, path, settings.device, speedups)
 
 
 @models_app.command("list")

@@ -123,8 +123,7 @@ def _serve(factory: str, kwargs: dict[str, Any], conn, cancel) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the worker cancels us between steps
     try:
-        module, _, attr = factory.partition(":")
-        engine = getattr(importlib.import_module(module), attr)(**kwargs)
+        engine = import_factory(factory)(**kwargs)
         engine.load()
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -146,6 +145,12 @@ def _serve(factory: str, kwargs: dict[str, Any], conn, cancel) -> None:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
         else:
             conn.send(("done", result))
+
+
+def import_factory(factory: str):
+    """The callable a "module:attr" path names."""
+    module, _, attr = factory.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -85,17 +85,34 @@ def build_engines(settings: Settings) -> dict[str, Engine]:
 
 def _build(settings: Settings, name: str) -> Engine:
     if name == "motion":
+        return in_process_engine(settings, name)
+    from openi2v.engines.isolated import IsolatedEngine
+
+    factory, kwargs = diffusion_spec(settings, name)
+    return IsolatedEngine(factory, kwargs, name, kwargs["preset"].summary)
+
+
+def in_process_engine(settings: Settings, name: str, weights: Path | None = None) -> Engine:
+    """An engine in this very process, without isolation (``openi2v generate``: one job, then exit)."""
+    if name == "motion":
         from openi2v.engines.motion import MotionEngine, MotionSettings
 
         return MotionEngine(MotionSettings.from_settings(settings))
+    from openi2v.engines.isolated import import_factory
+
+    factory, kwargs = diffusion_spec(settings, name, weights)
+    return import_factory(factory)(**kwargs)
+
+
+def diffusion_spec(settings: Settings, name: str, weights: Path | None = None) -> tuple[str, dict]:
+    """The engine class ("module:Class") of a preset and its arguments, with this machine's settings:
+    overrides applied, weights from ``weights`` or found locally (else the repo id, for the HF cache)."""
     from openi2v.engines.accel import Speedups
-    from openi2v.engines.isolated import IsolatedEngine
 
     preset = diffusion_preset(settings, name)
-    weights = local_weights(settings, preset)
-    speedups = Speedups.parse(settings.speedups.split(",")) if settings.speedups else Speedups.parse(preset.speedups)
-    kwargs = dict(preset=preset, weights=str(weights or preset.repo), device=settings.device, speedups=speedups)
-    return IsolatedEngine(FAMILIES[preset.family], kwargs, preset.name, preset.summary)
+    path = weights or local_weights(settings, preset) or preset.repo
+    speedups = Speedups.parse(settings.speedups.split(",") if settings.speedups else preset.speedups)
+    return FAMILIES[preset.family], dict(preset=preset, weights=str(path), device=settings.device, speedups=speedups)
 
 
 def diffusion_preset(settings: Settings, name: str) -> Preset:

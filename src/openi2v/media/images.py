@@ -46,7 +46,7 @@ class MediaFetcher:
         try:
             with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
                 for _ in range(MAX_REDIRECTS + 1):
-                    self._check_host(field, url)
+                    check_public_url(field, url, self.allow_private)  # every hop: a redirect may point inward
                     with client.stream("GET", url) as resp:
                         if resp.is_redirect:
                             url = urljoin(url, resp.headers.get("location", ""))
@@ -57,10 +57,6 @@ class MediaFetcher:
                 raise MediaUnavailable(f"{field}: too many redirects from {url}")
         except httpx.HTTPError as exc:
             raise MediaUnavailable(f"{field}: could not download {url} ({type(exc).__name__}: {exc})") from exc
-
-    def _check_host(self, field: str, url: str) -> None:
-        check_public_url(field, url, self.allow_private)
-
 
 def check_public_url(field: str, url: str, allow_private: bool = False) -> None:
     """Refuse non-http(s) URLs, and hosts that resolve to a private, loopback or link-local address

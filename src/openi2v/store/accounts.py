@@ -67,9 +67,17 @@ class AccountStore:
                 raise NotFound(f"no API key {key_id_or_prefix}")
 
     def webhook_secret(self, key_id: int) -> str:
-        """The key's webhook signing secret ("whsec_..."), made on first use."""
+        """The key's webhook signing secret ("whsec_..."), made on first use.
+
+        Every delivery asks for it, so the usual case is a plain read; only the first use
+        takes the write lock (and re-reads there, in case another process made it first)."""
+        query = select(api_keys.c.webhook_secret).where(api_keys.c.id == key_id)
+        with self.db.read() as conn:
+            secret = conn.execute(query).scalar()
+        if secret:
+            return secret
         with self.db.write() as conn:
-            secret = conn.execute(select(api_keys.c.webhook_secret).where(api_keys.c.id == key_id)).scalar()
+            secret = conn.execute(query).scalar()
             if not secret:
                 secret = "whsec_" + secrets.token_hex(24)
                 conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(webhook_secret=secret))
