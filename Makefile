@@ -36,6 +36,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/motion_vs_ffmpeg.py
 	$(BIN)/python bench/gpu_denoise.py
+	$(BIN)/python bench/gpu_end_to_end.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -15,9 +15,12 @@ those timings mean nothing. Run: .venv/bin/python bench/gpu_denoise.py [preset .
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
+import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,17 +80,24 @@ def tiny(arch: Arch) -> Arch:
     return Arch(arch.kind, c, arch.vae_spatial, arch.vae_temporal, arch.latent_channels, arch.patch)
 
 
+@contextmanager
+def random_init(dtype, device):
+    """Modules built inside get random weights made directly in ``dtype`` on ``device``: no fp32 copy."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def build(arch: Arch, dtype, device):
     from diffusers import LTXVideoTransformer3DModel, WanTransformer3DModel
 
     cls = WanTransformer3DModel if arch.kind == "wan" else LTXVideoTransformer3DModel
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # random weights made directly in bf16 on the device: no fp32 copy
-    try:
-        with torch.device(device):
-            return cls(**arch.config).eval()
-    finally:
-        torch.set_default_dtype(previous)
+    with random_init(dtype, device):
+        return cls(**arch.config).eval()
 
 
 def inputs(arch: Arch, preset: Preset, dtype, device) -> tuple[dict, int]:
@@ -107,19 +117,22 @@ def inputs(arch: Arch, preset: Preset, dtype, device) -> tuple[dict, int]:
 
 
 def flops_per_pass(arch: Arch, tokens: int) -> float:
-    """Matmul FLOPs of one forward pass: 2 x params x tokens for the linear layers, plus attention."""
+    """Matmul FLOPs of one forward pass (2 per multiply-add): the linear layers, plus attention."""
     c = arch.config
     dim = c["num_attention_heads"] * c["attention_head_dim"]
     layers = c["num_layers"]
     ffn = c.get("ffn_dim", 4 * dim)
-    per_layer_linear = 4 * dim * dim + 4 * dim * dim + 2 * dim * ffn  # self-attn qkvo, cross-attn qkvo, ffn
-    linear = 2 * tokens * per_layer_linear * layers
-    attention = 4 * tokens * tokens * dim * layers + 4 * tokens * TEXT_TOKENS * dim * layers
+    # per video token: self-attention q, k, v, o; cross-attention q, o; the feed-forward's two matrices
+    per_token = 4 * dim * dim + 2 * dim * dim + 2 * dim * ffn
+    text_kv = 2 * dim * dim * TEXT_TOKENS  # cross-attention k, v of the text, once per layer
+    linear = 2 * (tokens * per_token + text_kv) * layers
+    attention = 4 * tokens * (tokens + TEXT_TOKENS) * dim * layers  # QK^T and PV, self and cross
     return float(linear + attention)
 
 
-def time_steps(model, args: dict, preset: Preset, steps: int, device) -> float:
-    """Mean seconds per denoising step (after one warm-up step), CFG passes included."""
+def time_steps(model, args: dict, preset: Preset, steps: int, device) -> tuple[float, float]:
+    """Seconds of the warm-up step (compilation happens there), and mean seconds per denoising
+    step after it, CFG passes included."""
     passes = 1 if preset.distilled else 2
     x = args["hidden_states"]
 
@@ -133,13 +146,15 @@ def time_steps(model, args: dict, preset: Preset, steps: int, device) -> float:
         x[:, :out.shape[1]] -= 0.05 * out.to(x.dtype)
 
     with torch.inference_mode():
+        start = time.perf_counter()
         step(0)
         _sync(device)
+        warm_up = time.perf_counter() - start
         start = time.perf_counter()
         for i in range(1, steps + 1):
             step(i)
         _sync(device)
-    return (time.perf_counter() - start) / steps
+    return warm_up, (time.perf_counter() - start) / steps
 
 
 class _nothing:
@@ -186,34 +201,52 @@ def main() -> None:
     card = torch.cuda.get_device_name() if gpu else "CPU (tiny configs: checks the code, timings mean nothing)"
     peak = next((v for k, v in PEAK_BF16.items() if k in card), None)
     print(f"device: {card}; torch {torch.__version__}; {args.steps} timed steps after one warm-up")
+    started = time.perf_counter()
+    failed = []
     for name in args.presets:
-        preset = get_preset(name)
-        arch = REAL[name] if gpu else tiny(REAL[name])
-        if not gpu:  # a tiny clip too, on the same grid
-            preset = preset.with_overrides(size=(preset.size_multiple * 4, preset.size_multiple * 2), frames=9)
-        line = {}
-        for arm in ("baseline", "speed-ups"):
+        try:
+            bench(name, args.steps, gpu, device, dtype, peak)
+        except Exception:  # one preset failing (out of memory, say) still leaves the others' figures
+            traceback.print_exc()
+            print(f"{name:28s} FAILED")
+            failed.append(name)
+        finally:
+            gc.collect()
             if gpu:
                 torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-            model = build(arch, dtype, device)
-            if gpu:
-                model.set_attention_backend("native")  # SDPA in both arms
-            applied = (speed_up(model, Speedups.parse(preset.speedups)) if arm == "speed-ups"
-                       else ["bf16" if gpu else "fp32", "sdpa"])
-            fwd, tokens = inputs(arch, preset, dtype, device)
-            seconds = time_steps(model, fwd, preset, args.steps, device)
-            passes = 1 if preset.distilled else 2
-            tflops = flops_per_pass(arch, tokens) * passes / seconds / 1e12
-            mem = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
-            line[arm] = seconds
-            share = f"{tflops / peak:.0%} of {peak:g}" if peak else "n/a"
-            print(f"{name:28s} {arm:9s} {seconds:8.3f} s/step  peak {mem:6.1f} GiB  {tflops:7.1f} TFLOP/s ({share})  "
-                  f"[{', '.join(applied) or 'none applicable'}] {tokens} tokens x {passes} pass(es)")
-            del model
-        print(f"{name:28s} ratio speed-ups/baseline {line['speed-ups'] / line['baseline']:.2f}; "
-              f"{preset.steps} steps -> {line['speed-ups'] * preset.steps:.1f} s of denoising per 5 s clip")
+    print(f"whole run {time.perf_counter() - started:.0f} s")
+    if failed:
+        sys.exit(1)
 
+
+def bench(name: str, steps: int, gpu: bool, device: str, dtype, peak: float | None) -> None:
+    preset = get_preset(name)
+    arch = REAL[name] if gpu else tiny(REAL[name])
+    if not gpu:  # a tiny clip too, on the same grid
+        preset = preset.with_overrides(size=(preset.size_multiple * 4, preset.size_multiple * 2), frames=9)
+    line = {}
+    for arm in ("baseline", "speed-ups"):
+        if gpu:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        model = build(arch, dtype, device)
+        if gpu:
+            model.set_attention_backend("native")  # SDPA in both arms
+        applied = (speed_up(model, Speedups.parse(preset.speedups)) if arm == "speed-ups"
+                   else ["bf16" if gpu else "fp32", "sdpa"])
+        fwd, tokens = inputs(arch, preset, dtype, device)
+        warm_up, seconds = time_steps(model, fwd, preset, steps, device)
+        passes = 1 if preset.distilled else 2
+        tflops = flops_per_pass(arch, tokens) * passes / seconds / 1e12
+        mem = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
+        line[arm] = seconds
+        share = f"{tflops / peak:.0%} of {peak:g}" if peak else "n/a"
+        print(f"{name:28s} {arm:9s} {seconds:8.3f} s/step  peak {mem:6.1f} GiB  {tflops:7.1f} TFLOP/s ({share})  "
+              f"[{', '.join(applied) or 'none applicable'}] {tokens} tokens x {passes} pass(es); "
+              f"first step {warm_up:.1f} s")
+        del model, fwd
+    print(f"{name:28s} ratio speed-ups/baseline {line['speed-ups'] / line['baseline']:.2f}; "
+          f"{preset.steps} steps -> {line['speed-ups'] * preset.steps:.1f} s of denoising per 5 s clip")
 
 if __name__ == "__main__":
     main()

@@ -71,3 +71,17 @@ def test_speedup_names_parse_and_unknown_ones_are_refused():
         ("bf16", "cudnn", True, "fbcache", 0.08, True, True, True)
     with pytest.raises(ValueError, match="unknown speed-up"):
         Speedups.parse(["flash_hub"])
+
+
+
+def test_frames_become_uint8_images_rounded_as_exactly_as_numpy_would():
+    import torch
+
+    from openi2v.engines.diffusion import to_uint8
+
+    noise = torch.rand(20, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    frames = (noise * 1.2 - 0.1).to(torch.bfloat16)  # the VAE's output dtype; some values outside [0, 1]
+    out = to_uint8(frames, chunk=8)  # (F, 3, H, W) -> (F, H, W, 3), several chunks
+    exact = np.round(np.clip(frames.float().numpy().astype(np.float64), 0, 1) * 255).astype(np.uint8)
+    assert out.shape == (20, 5, 7, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, exact.transpose(0, 2, 3, 1))

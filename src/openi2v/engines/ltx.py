@@ -33,6 +33,6 @@ class LTXEngine(DiffusionEngine):
         # 2. Run with seeded noise and a per-step callback; uint8 frames back.
         out = self.pipe(conditions=conditions, prompt=prompt, negative_prompt=negative or None, width=width,
                         height=height, num_frames=p.frames, frame_rate=p.fps, num_inference_steps=p.steps,
-                        guidance_scale=cfg, generator=generator(seed), output_type="np",
+                        guidance_scale=cfg, generator=generator(seed), output_type="pt",
                         callback_on_step_end=step_callback(step), **p.extra)
         return to_uint8(out.frames[0])

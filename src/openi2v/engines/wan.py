@@ -52,7 +52,7 @@ class WanEngine(DiffusionEngine):
         # 1. The call: first frame, prompt, CFG on both experts, seeded noise, per-step callback.
         kwargs = dict(image=image, prompt=prompt, negative_prompt=negative or None, height=height, width=width,
                       num_frames=p.frames, num_inference_steps=p.steps, guidance_scale=cfg,
-                      generator=generator(seed), output_type="np", callback_on_step_end=step_callback(step))
+                      generator=generator(seed), output_type="pt", callback_on_step_end=step_callback(step))
         if self.pipe.transformer_2 is not None:
             kwargs["guidance_scale_2"] = cfg
         # 2. First-last-frame conditioning where the layout has it (not TI2V-5B's expanded timesteps).
