@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from openi2v.engines.accel import Speedups, apply_first_block_cache, apply_group_offload, apply_vae_tiling
+from openi2v.engines.accel import (Speedups, apply_first_block_cache, apply_group_offload, apply_vae_channels_last,
+                                   apply_vae_tiling)
 from openi2v.engines.base import Cancelled, EngineJob
 from openi2v.engines.catalog import get_preset
 from openi2v.engines.ltx import LTXEngine
@@ -107,6 +109,8 @@ def test_speedups_apply_on_tiny_models(weights, tmp_path):
     plain = engine(weights, "wan2.2-a14b")
     apply_group_offload(plain.pipe, "cpu")  # cpu -> cpu streams the same weights: the same frames
     apply_vae_tiling(plain.pipe)
+    apply_vae_channels_last(plain.pipe)  # a memory layout: the same arithmetic
+    assert plain.pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d)
     reference = engine(weights, "wan2.2-a14b")
     a, b = (read_frames(run(x, tmp_path, seed=3).video) for x in (plain, reference))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -2,7 +2,7 @@
 
 Each ``apply_*`` function takes the pipeline (and what it needs) and changes how it runs:
 precision, attention backend, regional compilation, step caching, FP8 weights, group
-offload, VAE tiling. ``Speedups`` is the parsed list a preset (or ``OPENI2V_SPEEDUPS``)
+offload, VAE tiling and layout. ``Speedups`` is the parsed list a preset (or ``OPENI2V_SPEEDUPS``)
 names; ``apply_speedups`` applies it and returns what it actually applied, since some
 only make sense on some hardware (FP8 needs compute capability 8.9+, e.g. Hopper).
 No backend here downloads kernels at run time (the ``*_hub`` backends of diffusers do,
@@ -34,10 +34,12 @@ class Speedups:
     fp8: bool = False  # FP8 dynamic-activation weights through torchao (compute capability >= 8.9)
     group_offload: bool = False  # keep blocks on the CPU, stream them to the GPU group by group
     vae_tiling: bool = False
+    vae_channels_last: bool = False  # the VAE's 3D convolutions in channels-last layout (GPU only)
 
     @classmethod
     def parse(cls, names: Iterable[str]) -> "Speedups":
-        """From names such as ("bf16", "sdpa", "compile", "fbcache=0.1", "fp8", "offload", "vae_tiling")."""
+        """From names such as ("bf16", "sdpa", "compile", "fbcache=0.1", "fp8", "offload", "vae_tiling",
+        "vae_channels_last")."""
         fields: dict[str, Any] = {}
         for raw in names:
             name, _, value = raw.strip().partition("=")
@@ -59,6 +61,8 @@ class Speedups:
                 fields["group_offload"] = True
             elif name == "vae_tiling":
                 fields["vae_tiling"] = True
+            elif name == "vae_channels_last":
+                fields["vae_channels_last"] = True
             else:
                 raise ValueError(f"unknown speed-up {raw!r}")
         return cls(**fields)
@@ -114,11 +118,17 @@ def fp8_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
 
 
-def apply_fp8(pipe) -> None:
-    """FP8 weights and activations for the transformers' linear layers (torchao)."""
+def apply_fp8(pipe, device: str | None = None) -> None:
+    """FP8 weights and activations for the transformers' linear layers (torchao).
+
+    With ``device``, each transformer moves there before it is converted: the conversion runs on
+    the GPU, and memory holds one bf16 expert at a time (Wan 2.2 A14B has two of 28 GB each).
+    """
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
     for t in transformers_of(pipe):
+        if device is not None:
+            t.to(device)
         quantize_(t, Float8DynamicActivationFloat8WeightConfig())
 
 
@@ -140,6 +150,16 @@ def apply_vae_tiling(pipe) -> None:
     pipe.vae.enable_tiling()
 
 
+def apply_vae_channels_last(pipe) -> None:
+    """Channels-last 3D convolution weights in the VAE: on an H100, decoding a 5 s Wan 2.2 clip took
+    5.94 s instead of 6.33 s, and a Wan 2.1 480p clip 1.76 s instead of 2.11 s (docs/benchmarks.md)."""
+    import torch
+
+    for m in pipe.vae.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            m.to(memory_format=torch.channels_last_3d)
+
+
 def gpu_is_small(device: str) -> bool:
     import torch
 
@@ -156,13 +176,13 @@ def apply_speedups(pipe, s: Speedups, device: str, steps: int, mag_ratios: list[
     if s.attention:
         apply_attention(pipe, s.attention)
         applied.append(f"attention={s.attention}")
+    offload = s.group_offload or (device != "cpu" and gpu_is_small(device))
     if s.fp8:
         if fp8_supported():
-            apply_fp8(pipe)
+            apply_fp8(pipe, None if offload else device)
             applied.append("fp8")
         else:
             log.info("fp8 skipped: needs a GPU of compute capability 8.9 or newer")
-    offload = s.group_offload or (device != "cpu" and gpu_is_small(device))
     if offload and device != "cpu":
         apply_group_offload(pipe, device)
         applied.append("group_offload")
@@ -171,6 +191,9 @@ def apply_speedups(pipe, s: Speedups, device: str, steps: int, mag_ratios: list[
     if s.vae_tiling or offload:
         apply_vae_tiling(pipe)
         applied.append("vae_tiling")
+    if s.vae_channels_last and device != "cpu":
+        apply_vae_channels_last(pipe)
+        applied.append("vae_channels_last")
     if s.cache == "fbcache":
         apply_first_block_cache(pipe, s.cache_threshold)
         applied.append(f"fbcache={s.cache_threshold:g}")

@@ -3,7 +3,8 @@
 A preset is everything needed to serve one open model behind the API: the Hugging Face
 repo (diffusers format) and optional distillation LoRAs, the native size, fps and frame
 count of a 5 s clip, the steps and the model's recommended CFG, and the speed-ups it
-runs with by default (see ``accel.py``). ``openi2v models list`` prints this table;
+runs with by default (see ``accel.py``; group offload and VAE tiling are added on their own on
+GPUs under 40 GB). ``openi2v models list`` prints this table;
 ``openi2v models pull NAME`` downloads a preset's files: the pipeline into
 ``{weights root}/{weights_name}``, LoRAs into ``{weights root}/loras``.
 """
@@ -77,24 +78,24 @@ _WAN_5B = dict(family="wan", width=1280, height=704, fps=24, frames=121, size_mu
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("wan2.2-i2v-a14b", **_WAN_A14B, steps=40, cfg=3.5,
-           speedups=("bf16", "sdpa", "compile", "fbcache=0.1", "fp8"),
+           speedups=("bf16", "sdpa", "compile", "fbcache=0.1", "fp8", "vae_channels_last"),
            description="Wan 2.2 I2V-A14B, two experts (high/low noise), 480p, 81 frames at 16 fps."),
     Preset("wan2.2-i2v-a14b-turbo", **_WAN_A14B, steps=4, cfg=1.0, distilled=True, flow_shift=5.0,
            base="wan2.2-i2v-a14b",
            loras=(Lora(_LIGHTX2V, "wan2.2_i2v_A14b_high_noise_lightx2v_4step_720p_260412.safetensors"),
                   Lora(_LIGHTX2V, "wan2.2_i2v_A14b_low_noise_lightx2v_4step_720p_260412.safetensors",
                        into="transformer_2")),
-           speedups=("bf16", "sdpa", "compile", "fp8"),
+           speedups=("bf16", "sdpa", "compile", "fp8", "vae_channels_last"),
            description="Wan 2.2 I2V-A14B with the LightX2V 4-step distill LoRAs in both experts (CFG 1)."),
     Preset("wan2.2-ti2v-5b", **_WAN_5B, repo="Wan-AI/Wan2.2-TI2V-5B-Diffusers", steps=50, cfg=5.0,
-           speedups=("bf16", "sdpa", "compile", "fbcache=0.1"),
+           speedups=("bf16", "sdpa", "compile", "fbcache=0.1", "vae_channels_last"),
            description="Wan 2.2 TI2V-5B, 1280x704, 121 frames at 24 fps; fits a 24 GB GPU."),
     Preset("wan2.2-ti2v-5b-turbo", **_WAN_5B, repo="FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers", steps=3,
-           cfg=1.0, distilled=True, speedups=("bf16", "sdpa", "compile"),
+           cfg=1.0, distilled=True, speedups=("bf16", "sdpa", "compile", "vae_channels_last"),
            description="FastWan 2.2 TI2V-5B: the 5B model DMD-distilled to 3 steps (CFG 1)."),
     Preset("wan2.1-i2v-14b-480p", family="wan", repo="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", width=832, height=480,
            fps=16, frames=81, steps=40, cfg=5.0,
-           speedups=("bf16", "sdpa", "compile", "fbcache=0.1", "fp8"),
+           speedups=("bf16", "sdpa", "compile", "fbcache=0.1", "fp8", "vae_channels_last"),
            description="Wan 2.1 I2V-14B (CLIP image tokens), 480p, 81 frames at 16 fps."),
     Preset("ltx-video-0.9.8-distilled", family="ltx", repo="Lightricks/LTX-Video-0.9.8-13B-distilled", width=1216,
            height=704, fps=24, frames=121, steps=8, cfg=1.0, distilled=True, size_multiple=32, last_image=True,
