@@ -8,6 +8,7 @@ import wave
 from pathlib import Path
 
 import av
+from av.video.frame import PictureType
 import cv2
 import numpy as np
 import pytest
@@ -40,6 +41,9 @@ def test_output_format(tmp_path):
         head = f.read(64)
     assert head.find(b"moov") != -1 or head.find(b"ftyp") != -1  # faststart: moov before mdat
     assert result.video.read_bytes().find(b"moov") < result.video.read_bytes().find(b"mdat")
+    with av.open(str(result.video)) as c:  # no B-frames: every frame coded at the same quality
+        kinds = {PictureType(frame.pict_type).name for frame in c.decode(video=0)}
+    assert kinds <= {"I", "P"} and "P" in kinds
 
 
 def test_ten_seconds_is_240_frames(tmp_path):

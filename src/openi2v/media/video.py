@@ -44,7 +44,10 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], *, fps: int, width: int,
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, fps)
-        stream.codec_context.options = {"crf": str(crf), "preset": preset}
+        # No B-frames: x264 codes them at lower quality than the P-frames around them, and that
+        # alternation reads as a shimmer in slow camera moves (it tripled the measured zoom jitter of a
+        # slow zoom at CRF 18). Without them a clip is ~1.7x the bytes at the same CRF and encodes faster.
+        stream.codec_context.options = {"crf": str(crf), "preset": preset, "bf": "0"}
         # x264's frame threads, as the ffmpeg command line uses (PyAV's default, slice threads, is ~15 %
         # slower on 2 cores and splits every picture into slices)
         stream.codec_context.thread_type = "FRAME"
