@@ -141,3 +141,26 @@ def test_turbo_loras_load_into_both_experts_and_change_the_video(weights, tmp_pa
     a, b = (read_frames(run(e, tmp_path, seed=5).video) for e in (with_loras, without))
     assert not all(np.array_equal(x, y) for x, y in zip(a, b))
     assert with_loras.pipe.scheduler.config.flow_shift == 5.0
+
+
+def test_a_compiled_engine_warms_up_at_load_and_an_uncompiled_one_does_not(weights, tmp_path):
+    preset, cls, size = LAYOUTS["wan2.2-a14b"]
+    steps_run = []
+
+    class Counting(cls):
+        def _sample(self, *args, **kwargs):
+            steps_run.append(args[8])  # the steps argument
+            return super()._sample(*args, **kwargs)
+
+    def counting(warm_up):
+        steps_run.clear()
+        e = Counting(get_preset(preset).with_overrides(steps=3, size=size), weights["wan2.2-a14b"], "cpu",
+                     Speedups.parse(("sdpa",)), warm_up=warm_up)
+        e.load()
+        return e
+
+    e = counting(warm_up=True)  # on a GPU, True whenever "compile" was applied
+    assert steps_run == [2]  # a short clip: 2 steps reach both of A14B's experts
+    assert run(e, tmp_path).details["steps"] == 3 and steps_run == [2, 3]  # the preset itself is untouched
+    counting(warm_up=None)  # the default: nothing was compiled on this CPU, so nothing to warm up
+    assert steps_run == []

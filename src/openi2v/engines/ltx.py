@@ -22,7 +22,7 @@ class LTXEngine(DiffusionEngine):
         return LTXConditionPipeline.from_pretrained(self.weights, dtype=dtype, local_files_only=True)
 
     def _sample(self, image: Image.Image, prompt: str, negative: str, cfg: float, seed: int, width: int,
-                height: int, last: Image.Image | None, step) -> np.ndarray:
+                height: int, last: Image.Image | None, steps: int, step) -> np.ndarray:
         from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
         p = self.preset
@@ -32,7 +32,7 @@ class LTXEngine(DiffusionEngine):
             conditions.append(LTXVideoCondition(image=last, frame_index=p.frames - 1))
         # 2. Run with seeded noise and a per-step callback; uint8 frames back.
         out = self.pipe(conditions=conditions, prompt=prompt, negative_prompt=negative or None, width=width,
-                        height=height, num_frames=p.frames, frame_rate=p.fps, num_inference_steps=p.steps,
+                        height=height, num_frames=p.frames, frame_rate=p.fps, num_inference_steps=steps,
                         guidance_scale=cfg, generator=generator(seed), output_type="pt",
                         callback_on_step_end=step_callback(step), **p.extra)
         return to_uint8(out.frames[0])

@@ -47,11 +47,11 @@ class WanEngine(DiffusionEngine):
         return hf_hub_download(lora.repo, lora.file, local_files_only=True)
 
     def _sample(self, image: Image.Image, prompt: str, negative: str, cfg: float, seed: int, width: int,
-                height: int, last: Image.Image | None, step) -> np.ndarray:
+                height: int, last: Image.Image | None, steps: int, step) -> np.ndarray:
         p = self.preset
         # 1. The call: first frame, prompt, CFG on both experts, seeded noise, per-step callback.
         kwargs = dict(image=image, prompt=prompt, negative_prompt=negative or None, height=height, width=width,
-                      num_frames=p.frames, num_inference_steps=p.steps, guidance_scale=cfg,
+                      num_frames=p.frames, num_inference_steps=steps, guidance_scale=cfg,
                       generator=generator(seed), output_type="pt", callback_on_step_end=step_callback(step))
         if self.pipe.transformer_2 is not None:
             kwargs["guidance_scale_2"] = cfg
