@@ -37,6 +37,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/motion_vs_ffmpeg.py
 	$(BIN)/python bench/gpu_denoise.py
 	$(BIN)/python bench/gpu_end_to_end.py
+	$(BIN)/python bench/gpu_decode.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -55,7 +55,7 @@ def _wan_transformer(in_ch: int, out_ch: int, image_dim: int | None = None):
                                  rope_max_seq_len=64, image_dim=image_dim)
 
 
-def _wan_vae(z_dim: int = 16):
+def wan_vae(z_dim: int = 16):
     from diffusers import AutoencoderKLWan
 
     if z_dim == 16:
@@ -104,17 +104,17 @@ def build(layout: str):
         encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=4, projection_dim=4, num_hidden_layers=2,
                                                    num_attention_heads=2, image_size=32, intermediate_size=16,
                                                    patch_size=1)).eval()
-        return WanImageToVideoPipeline(**common, vae=_wan_vae(), transformer=_wan_transformer(36, 16, image_dim=4),
+        return WanImageToVideoPipeline(**common, vae=wan_vae(), transformer=_wan_transformer(36, 16, image_dim=4),
                                        image_encoder=encoder, image_processor=CLIPImageProcessorPil(crop_size=32,
                                                                                                    size=32))
     if layout == "wan2.2-a14b":
         high = _wan_transformer(36, 16)
         torch.manual_seed(1)
         low = _wan_transformer(36, 16)
-        return WanImageToVideoPipeline(**common, vae=_wan_vae(), transformer=high, transformer_2=low,
+        return WanImageToVideoPipeline(**common, vae=wan_vae(), transformer=high, transformer_2=low,
                                        boundary_ratio=0.9)
     if layout == "wan2.2-5b":
-        return WanImageToVideoPipeline(**common, vae=_wan_vae(48), transformer=_wan_transformer(48, 48),
+        return WanImageToVideoPipeline(**common, vae=wan_vae(48), transformer=_wan_transformer(48, 48),
                                        expand_timesteps=True)
     raise ValueError(layout)
 

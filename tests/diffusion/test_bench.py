@@ -32,3 +32,14 @@ def test_gpu_end_to_end_bench_runs_on_cpu_with_tiny_pipelines():
         requests = [line for line in lines if line.startswith(name) and "request" in line]
         assert len(requests) == 2
         assert all(f"2 steps" in r and f"{frames} frames 64x32" in r for r in requests)
+
+
+def test_gpu_decode_bench_runs_on_cpu_with_tiny_vaes():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_decode.py")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "tiny VAEs" in lines[0]
+    for name in ("wan2.2-ti2v-5b", "wan2.2-i2v-a14b"):
+        line = next(line for line in lines if line.startswith(name))
+        assert "channels-last" in line and "on the device" in line and "panned photo" in line
