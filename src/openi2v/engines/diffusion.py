@@ -171,8 +171,8 @@ def to_uint8(frames, chunk: int = 16) -> np.ndarray:
     """Pipeline output (``output_type="pt"``: float in [0, 1], (F, 3, H, W), where the VAE left it)
     as uint8 (F, H, W, 3). Converted on the pipeline's device, in float32 (bf16 cannot hold
     255 steps exactly), a few frames at a time so a GPU needs little extra memory. On an H100,
-    for 121 frames at 1280x704, this conversion took 0.3 s where diffusers' numpy output and a
-    numpy conversion took 2.4 s (docs/benchmarks.md)."""
+    for 121 frames at 1280x704, an equivalent conversion on the GPU took 0.3 s where diffusers'
+    numpy output and a numpy conversion took 2.4 s (docs/benchmarks.md)."""
     import torch
 
     out = np.empty((frames.shape[0], frames.shape[2], frames.shape[3], 3), dtype=np.uint8)
