@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gpu_denoise import random_init  # noqa: E402  (bench/ is this script's directory)
+from gpu_denoise import random_init, sync  # noqa: E402  (bench/ is this script's directory)
 from gpu_end_to_end import WAN21_VAE, WAN22_VAE  # noqa: E402
 
 from openi2v.engines.accel import apply_vae_channels_last  # noqa: E402
@@ -43,17 +43,12 @@ def timed(fn, repeats: int = 2):
     """The last of ``repeats`` calls (the first warms up cuDNN), and its seconds."""
     out, seconds = None, 0.0
     for _ in range(repeats):
-        _sync()
+        sync()
         start = time.perf_counter()
         out = fn()
-        _sync()
+        sync()
         seconds = time.perf_counter() - start
     return out, seconds
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def encode_seconds(frames: np.ndarray) -> float:

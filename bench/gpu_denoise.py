@@ -23,6 +23,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -148,12 +149,12 @@ def time_steps(model, args: dict, preset: Preset, steps: int, device) -> tuple[f
     with torch.inference_mode():
         start = time.perf_counter()
         step(0)
-        _sync(device)
+        sync()
         warm_up = time.perf_counter() - start
         start = time.perf_counter()
         for i in range(1, steps + 1):
             step(i)
-        _sync(device)
+        sync()
     return warm_up, (time.perf_counter() - start) / steps
 
 
@@ -165,26 +166,43 @@ class _nothing:
         return False
 
 
-def _sync(device) -> None:
-    if device.startswith("cuda"):
+def sync() -> None:
+    """Wait for the GPU's queued work, so a host clock times it (a no-op on a CPU-only machine)."""
+    if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def each_preset(names: list[str], bench_one) -> None:
+    """``bench_one(name)`` for each preset; one failing (out of memory, say) still leaves the others'
+    figures, and the script exits non-zero at the end."""
+    failed = []
+    for name in names:
+        try:
+            bench_one(name)
+        except Exception:
+            traceback.print_exc()
+            print(f"{name} FAILED")
+            failed.append(name)
+        finally:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    if failed:
+        sys.exit(1)
 
 
 def speed_up(model, speedups: Speedups) -> list[str]:
     """The preset's speed-ups that apply to a bare transformer (the pipeline-level ones are elsewhere)."""
-    class Holder:  # accel's apply_* take a pipeline: give them one with just this transformer
-        transformer = model
-        transformer_2 = None
-
+    holder = SimpleNamespace(transformer=model, transformer_2=None)  # accel's apply_* take a pipeline
     applied = []
     if speedups.fp8 and fp8_supported():
-        apply_fp8(Holder)
+        apply_fp8(holder)
         applied.append("fp8")
     if speedups.cache == "fbcache":
-        apply_first_block_cache(Holder, speedups.cache_threshold)
+        apply_first_block_cache(holder, speedups.cache_threshold)
         applied.append(f"fbcache={speedups.cache_threshold:g}")
     if speedups.compile and torch.cuda.is_available():
-        apply_compile(Holder, fullgraph=speedups.cache is None)
+        apply_compile(holder, fullgraph=speedups.cache is None)
         applied.append("compile")
     return applied
 
@@ -202,21 +220,10 @@ def main() -> None:
     peak = next((v for k, v in PEAK_BF16.items() if k in card), None)
     print(f"device: {card}; torch {torch.__version__}; {args.steps} timed steps after one warm-up")
     started = time.perf_counter()
-    failed = []
-    for name in args.presets:
-        try:
-            bench(name, args.steps, gpu, device, dtype, peak)
-        except Exception:  # one preset failing (out of memory, say) still leaves the others' figures
-            traceback.print_exc()
-            print(f"{name:28s} FAILED")
-            failed.append(name)
-        finally:
-            gc.collect()
-            if gpu:
-                torch.cuda.empty_cache()
-    print(f"whole run {time.perf_counter() - started:.0f} s")
-    if failed:
-        sys.exit(1)
+    try:
+        each_preset(args.presets, lambda name: bench(name, args.steps, gpu, device, dtype, peak))
+    finally:
+        print(f"whole run {time.perf_counter() - started:.0f} s")
 
 
 def bench(name: str, steps: int, gpu: bool, device: str, dtype, peak: float | None) -> None:

@@ -21,18 +21,16 @@ is known to work; those timings mean nothing. Run: .venv/bin/python bench/gpu_en
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import torch  # noqa: E402
-from gpu_denoise import REAL, build, random_init  # noqa: E402  (bench/ is this script's directory)
+from gpu_denoise import REAL, build, each_preset, random_init, sync  # noqa: E402  (bench/ is this script's directory)
 
 from openi2v.engines.base import EngineJob  # noqa: E402
 from openi2v.engines.catalog import Preset, get_preset  # noqa: E402
@@ -88,9 +86,9 @@ def request(engine: WanEngine, image, seed: int) -> dict:
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as out:
         job = EngineJob(image, "a slow push in on the harbour at dusk, gulls overhead", "", 0.5, 5, seed, Path(out))
-        _sync()
+        sync()
         start = time.perf_counter()
-        result = engine.run(job, lambda _: (_sync(), stamps.append(time.perf_counter())), lambda: False)
+        result = engine.run(job, lambda _: (sync(), stamps.append(time.perf_counter())), lambda: False)
         end = time.perf_counter()
     steps = len(stamps)
     per_step = (stamps[-1] - stamps[0]) / (steps - 1) if steps > 1 else stamps[0] - start
@@ -98,11 +96,6 @@ def request(engine: WanEngine, image, seed: int) -> dict:
     return dict(total=end - start, before=first_step_start - start, steps=steps, per_step=per_step,
                 denoise=stamps[-1] - first_step_start, after=end - stamps[-1], frames=result.frames,
                 size=f"{result.width}x{result.height}")
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -115,20 +108,7 @@ def main() -> None:
     card = torch.cuda.get_device_name() if gpu else "CPU (tiny pipelines: checks the code, timings mean nothing)"
     print(f"device: {card}; torch {torch.__version__}; {args.runs} requests per preset after loading")
     image = pictures.photo(1280, 720, seed=3)
-    failed = []
-    for name in args.presets:
-        try:
-            bench(name, args.runs, gpu, device, image)
-        except Exception:  # one preset failing (out of memory, say) still leaves the others' figures
-            traceback.print_exc()
-            print(f"{name:24s} FAILED")
-            failed.append(name)
-        finally:
-            gc.collect()
-            if gpu:
-                torch.cuda.empty_cache()
-    if failed:
-        sys.exit(1)
+    each_preset(args.presets, lambda name: bench(name, args.runs, gpu, device, image))
 
 
 def bench(name: str, runs: int, gpu: bool, device: str, image) -> None:

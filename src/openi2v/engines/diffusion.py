@@ -99,7 +99,8 @@ class DiffusionEngine:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         log.info("%s loaded from %s on %s with %s", self.name, self.weights, self.device, ", ".join(self.applied))
-        if self.warm_up if self.warm_up is not None else "compile" in self.applied:
+        warm_up = "compile" in self.applied if self.warm_up is None else self.warm_up
+        if warm_up:
             self._warm_up()
 
     def _warm_up(self) -> None:
