@@ -3,7 +3,9 @@
 For each Wan VAE (2.2 for TI2V-5B at 121x704x1280, 2.1 for A14B at 81x480x848), built at
 its real configuration with random weights, the script decodes random latents of a 5 s
 clip's shape and times, in one run:
-- the decode plain, and with channels-last convolution weights (``vae_channels_last``);
+- the decode plain, with channels-last convolution weights (``vae_channels_last``), and on a
+  GPU with the decoder compiled as well (``vae_compile``: its first call, which compiles, and a
+  warm one; the frames are checked against the plain decode's);
 - diffusers' numpy output plus a numpy uint8 conversion, against ``diffusion.to_uint8`` on
   the device (what the engines do);
 - x264 (the engines' writer) on the decoded frames, and on a panned photo of the same size:
@@ -16,7 +18,6 @@ work; those timings mean nothing. Run: .venv/bin/python bench/gpu_decode.py
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,12 +28,11 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gpu_denoise import random_init, sync  # noqa: E402  (bench/ is this script's directory)
-from gpu_end_to_end import WAN21_VAE, WAN22_VAE  # noqa: E402
+from gpu_end_to_end import WAN21_VAE, WAN22_VAE, encode_seconds, panned_photo  # noqa: E402
 
-from openi2v.engines.accel import apply_vae_channels_last  # noqa: E402
+from openi2v.engines.accel import apply_vae_channels_last, apply_vae_compile  # noqa: E402
 from openi2v.engines.diffusion import to_uint8  # noqa: E402
-from openi2v.media.video import write_mp4  # noqa: E402
-from tests import pictures, tiny_models  # noqa: E402
+from tests import tiny_models  # noqa: E402
 
 # name, VAE config, latents of a 5 s clip (batch, channels, frames, height, width), pixels per latent
 CLIPS = (("wan2.2-ti2v-5b 121x704x1280", WAN22_VAE, (1, 48, 31, 44, 80), 16),
@@ -49,20 +49,6 @@ def timed(fn, repeats: int = 2):
         sync()
         seconds = time.perf_counter() - start
     return out, seconds
-
-
-def encode_seconds(frames: np.ndarray) -> float:
-    height, width = frames.shape[1:3]
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        write_mp4(Path(tmp) / "clip.mp4", iter(frames), fps=24, width=width, height=height)
-        return time.perf_counter() - start
-
-
-def panned_photo(frames: int, height: int, width: int) -> np.ndarray:
-    """A natural-looking clip: a photo panned 200 px across ``frames`` frames."""
-    photo = np.asarray(pictures.photo(max(width, 64) + 200, max(height, 64), seed=1))[:height]
-    return np.stack([photo[:, i * 200 // frames:i * 200 // frames + width] for i in range(frames)])
 
 
 def main() -> None:
@@ -85,6 +71,14 @@ def main() -> None:
             video, plain = timed(lambda: vae.decode(latents, return_dict=False)[0])
             apply_vae_channels_last(SimpleNamespace(vae=vae))  # accel's apply_* take a pipeline
             _, channels_last = timed(lambda: vae.decode(latents, return_dict=False)[0])
+            compiled = ""
+            if gpu:  # on a CPU compiling takes minutes (as in accel.apply_speedups)
+                apply_vae_compile(SimpleNamespace(vae=vae))
+                fast, first = timed(lambda: vae.decode(latents, return_dict=False)[0], repeats=1)
+                fast, warm = timed(lambda: vae.decode(latents, return_dict=False)[0])
+                differs = (fast.float() - video.float()).abs().max().item()
+                compiled = f", compiled {warm:5.2f} s (first call {first:.0f} s; max difference {differs:.3f})"
+                del fast
             processor = VideoProcessor(vae_scale_factor=scale)
             start = time.perf_counter()
             as_numpy = processor.postprocess_video(video, output_type="np")[0]
@@ -97,7 +91,7 @@ def main() -> None:
         count, height, width = frames.shape[:3]
         noise_x264, natural_x264 = encode_seconds(frames), encode_seconds(panned_photo(count, height, width))
         mem = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
-        print(f"{name:28s} decode {plain:5.2f} s, channels-last {channels_last:5.2f} s | uint8: numpy {numpy_path:4.2f} s, "
+        print(f"{name:28s} decode {plain:5.2f} s, channels-last {channels_last:5.2f} s{compiled} | uint8: numpy {numpy_path:4.2f} s, "
               f"on the device {device_path:4.2f} s | x264: decoded frames {noise_x264:4.2f} s, panned photo "
               f"{natural_x264:4.2f} s | {count} frames {width}x{height}, peak {mem:.1f} GiB")
         del vae, latents, video

@@ -13,14 +13,20 @@ the first step (prompt encoding, first-frame latents), the denoising
 steps, and after the last step (VAE decode, MP4). Prints seconds, peak GPU memory and the
 issue's target for the preset.
 
+Random weights decode to noise, and x264 spends far longer on noise than on natural video.
+So the script also times the engine's encode of each request, and x264 on a panned photo
+of the same size and length, and prints the request with the one encode swapped for the
+other: that derived figure, labelled as such, is what a real clip would cost.
+
 Without a GPU it runs the same code on the CPU with the tiny pipelines the tests use, so it
 is known to work; those timings mean nothing. Run: .venv/bin/python bench/gpu_end_to_end.py
-[preset ...] [--runs N]
+[preset ...] [--runs N] [--add SPEEDUP ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -29,12 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gpu_denoise import REAL, build, each_preset, random_init, sync  # noqa: E402  (bench/ is this script's directory)
 
+from openi2v.engines import diffusion  # noqa: E402
 from openi2v.engines.base import EngineJob  # noqa: E402
 from openi2v.engines.catalog import Preset, get_preset  # noqa: E402
 from openi2v.engines.wan import WanEngine  # noqa: E402
+from openi2v.media.video import write_mp4  # noqa: E402
 from tests import pictures, tiny_models  # noqa: E402
 
 # seconds for a 5 s clip on one H100, from the issue
@@ -81,38 +90,74 @@ class RandomWeights(WanEngine):
         return self._built
 
 
+def encode_seconds(frames: np.ndarray, fps: int = 24) -> float:
+    """x264 through the engines' writer, timed."""
+    height, width = frames.shape[1:3]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        write_mp4(Path(tmp) / "clip.mp4", iter(frames), fps=fps, width=width, height=height)
+        return time.perf_counter() - start
+
+
+def panned_photo(frames: int, height: int, width: int) -> np.ndarray:
+    """A natural-looking clip: a photo panned 200 px across ``frames`` frames."""
+    photo = np.asarray(pictures.photo(max(width, 64) + 200, max(height, 64), seed=1))[:height]
+    return np.stack([photo[:, i * 200 // frames:i * 200 // frames + width] for i in range(frames)])
+
+
+class TimedWriter:
+    """Stands in for the engine's ``write_mp4`` (the same writer, timed); the seconds of its last call."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return write_mp4(*args, **kwargs)
+        finally:
+            self.seconds = time.perf_counter() - start
+
+
 def request(engine: WanEngine, image, seed: int) -> dict:
-    """One 5 s request; seconds before the first step, in the steps, and after the last."""
+    """One 5 s request; seconds before the first step, in the steps, after the last, and in x264."""
     stamps: list[float] = []
+    writer = TimedWriter()
+    diffusion.write_mp4 = writer
     with tempfile.TemporaryDirectory() as out:
         job = EngineJob(image, "a slow push in on the harbour at dusk, gulls overhead", "", 0.5, 5, seed, Path(out))
         sync()
         start = time.perf_counter()
-        result = engine.run(job, lambda _: (sync(), stamps.append(time.perf_counter())), lambda: False)
+        try:
+            result = engine.run(job, lambda _: (sync(), stamps.append(time.perf_counter())), lambda: False)
+        finally:
+            diffusion.write_mp4 = write_mp4
         end = time.perf_counter()
     steps = len(stamps)
     per_step = (stamps[-1] - stamps[0]) / (steps - 1) if steps > 1 else stamps[0] - start
     first_step_start = stamps[0] - per_step
     return dict(total=end - start, before=first_step_start - start, steps=steps, per_step=per_step,
-                denoise=stamps[-1] - first_step_start, after=end - stamps[-1], frames=result.frames,
-                size=f"{result.width}x{result.height}")
+                denoise=stamps[-1] - first_step_start, after=end - stamps[-1], encode=writer.seconds,
+                frames=result.frames, width=result.width, height=result.height, fps=result.fps)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("presets", nargs="*", default=list(TARGETS))
     ap.add_argument("--runs", type=int, default=2, help="requests per preset")
+    ap.add_argument("--add", nargs="*", default=[], help="speed-ups on top of the preset's own, e.g. vae_compile")
     args = ap.parse_args()
     gpu = torch.cuda.is_available()
     device = "cuda" if gpu else "cpu"
     card = torch.cuda.get_device_name() if gpu else "CPU (tiny pipelines: checks the code, timings mean nothing)"
     print(f"device: {card}; torch {torch.__version__}; {args.runs} requests per preset after loading")
     image = pictures.photo(1280, 720, seed=3)
-    each_preset(args.presets, lambda name: bench(name, args.runs, gpu, device, image))
+    each_preset(args.presets, lambda name: bench(name, args.runs, gpu, device, image, tuple(args.add)))
 
 
-def bench(name: str, runs: int, gpu: bool, device: str, image) -> None:
+def bench(name: str, runs: int, gpu: bool, device: str, image, add: tuple[str, ...] = ()) -> None:
     preset = get_preset(name)
+    preset = dataclasses.replace(preset, speedups=preset.speedups + add)
     if preset.family != "wan":
         raise ValueError(f"{name}: only the Wan presets have an end-to-end bench")
     if gpu:
@@ -127,18 +172,21 @@ def bench(name: str, runs: int, gpu: bool, device: str, image) -> None:
     engine.load()
     print(f"{name:24s} built + speed-ups + warm-up {time.perf_counter() - start:6.1f} s  "
           f"[{', '.join(engine.applied)}]")
-    warm = []
+    warm, natural = [], []
     for i in range(runs):
         r = request(engine, image, seed=40 + i)
         mem = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
+        x264 = encode_seconds(panned_photo(r["frames"], r["height"], r["width"]), r["fps"])
         print(f"{name:24s} request {i + 1}: {r['total']:6.2f} s = before {r['before']:5.2f} + "
-              f"{r['steps']} steps {r['denoise']:5.2f} ({r['per_step']:.2f} s/step) + after {r['after']:5.2f}"
-              f"  {r['frames']} frames {r['size']}  peak {mem:5.1f} GiB")
+              f"{r['steps']} steps {r['denoise']:5.2f} ({r['per_step']:.2f} s/step) + after {r['after']:5.2f} "
+              f"(of which x264 {r['encode']:.2f}; on a panned photo {x264:.2f})  {r['frames']} frames "
+              f"{r['width']}x{r['height']}  peak {mem:5.1f} GiB")
         warm.append(r["total"])
+        natural.append(r["total"] - r["encode"] + x264)
     if gpu and name in TARGETS:
-        best = min(warm)
-        print(f"{name:24s} warm request {best:.2f} s; target on one H100 < {TARGETS[name]:g} s: "
-              f"{'met' if best < TARGETS[name] else 'NOT met'}")
+        for label, seconds in (("warm request", min(warm)), ("derived, x264 on natural video", min(natural))):
+            print(f"{name:24s} {label}: {seconds:.2f} s; target on one H100 < {TARGETS[name]:g} s: "
+                  f"{'met' if seconds < TARGETS[name] else 'NOT met'}")
 
 if __name__ == "__main__":
     main()

@@ -67,9 +67,11 @@ def test_catalog_has_the_presets_users_ask_for():
 
 def test_speedup_names_parse_and_unknown_ones_are_refused():
     s = Speedups.parse(["bf16", "cudnn", "compile", "fbcache=0.08", "fp8", "offload", "vae_tiling",
-                        "vae_channels_last"])
+                        "vae_channels_last", "vae_compile"])
     assert (s.dtype, s.attention, s.compile, s.cache, s.cache_threshold, s.fp8, s.group_offload, s.vae_tiling,
-            s.vae_channels_last) == ("bf16", "cudnn", True, "fbcache", 0.08, True, True, True, True)
+            s.vae_channels_last, s.vae_compile) == ("bf16", "cudnn", True, "fbcache", 0.08, True, True, True, True,
+                                                    True)
+    assert not Speedups.parse(["bf16"]).vae_compile
     with pytest.raises(ValueError, match="unknown speed-up"):
         Speedups.parse(["flash_hub"])
 

@@ -35,11 +35,12 @@ class Speedups:
     group_offload: bool = False  # keep blocks on the CPU, stream them to the GPU group by group
     vae_tiling: bool = False
     vae_channels_last: bool = False  # the VAE's 3D convolutions in channels-last layout (GPU only)
+    vae_compile: bool = False  # torch.compile the VAE decoder (GPU only; compiled at load by the warm-up)
 
     @classmethod
     def parse(cls, names: Iterable[str]) -> "Speedups":
         """From names such as ("bf16", "sdpa", "compile", "fbcache=0.1", "fp8", "offload", "vae_tiling",
-        "vae_channels_last")."""
+        "vae_channels_last", "vae_compile")."""
         fields: dict[str, Any] = {}
         for raw in names:
             name, _, value = raw.strip().partition("=")
@@ -61,8 +62,8 @@ class Speedups:
                 fields["group_offload"] = True
             elif name == "vae_tiling":
                 fields["vae_tiling"] = True
-            elif name == "vae_channels_last":
-                fields["vae_channels_last"] = True
+            elif name in ("vae_channels_last", "vae_compile"):
+                fields[name] = True
             else:
                 raise ValueError(f"unknown speed-up {raw!r}")
         return cls(**fields)
@@ -160,6 +161,13 @@ def apply_vae_channels_last(pipe) -> None:
             m.to(memory_format=torch.channels_last_3d)
 
 
+def apply_vae_compile(pipe) -> None:
+    """Compile the VAE decoder in place (its state dict keys stay as they are). The Wan decoder runs
+    once per latent frame with a cache of earlier frames' features; the cache's first states make
+    four graphs, all compiled by the first decode (the engines' warm-up at load)."""
+    pipe.vae.decoder.compile()
+
+
 def gpu_is_small(device: str) -> bool:
     import torch
 
@@ -194,6 +202,9 @@ def apply_speedups(pipe, s: Speedups, device: str, steps: int, mag_ratios: list[
     if s.vae_channels_last and device != "cpu":
         apply_vae_channels_last(pipe)
         applied.append("vae_channels_last")
+    if s.vae_compile and device != "cpu":  # on a CPU compiling takes minutes, for little
+        apply_vae_compile(pipe)
+        applied.append("vae_compile")
     if s.cache == "fbcache":
         apply_first_block_cache(pipe, s.cache_threshold)
         applied.append(f"fbcache={s.cache_threshold:g}")

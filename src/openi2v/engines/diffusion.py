@@ -76,7 +76,7 @@ class DiffusionEngine:
     def __init__(self, preset: Preset, weights: str | Path, device: str = "cuda",
                  speedups: Speedups | None = None, warm_up: bool | None = None) -> None:
         self.preset = preset
-        self.warm_up = warm_up  # None: when the transformer was compiled (see ``_warm_up``)
+        self.warm_up = warm_up  # None: when the transformer or the VAE decoder was compiled (see ``_warm_up``)
         self.weights = str(weights)
         self.device = device
         self.speedups = speedups or Speedups.parse(preset.speedups)
@@ -99,7 +99,8 @@ class DiffusionEngine:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         log.info("%s loaded from %s on %s with %s", self.name, self.weights, self.device, ", ".join(self.applied))
-        warm_up = "compile" in self.applied if self.warm_up is None else self.warm_up
+        compiled = "compile" in self.applied or "vae_compile" in self.applied
+        warm_up = compiled if self.warm_up is None else self.warm_up
         if warm_up:
             self._warm_up()
 
