@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,15 @@ def test_gpu_decode_bench_runs_on_cpu_with_tiny_vaes():
     for name in ("wan2.2-ti2v-5b", "wan2.2-i2v-a14b"):
         line = next(line for line in lines if line.startswith(name))
         assert "channels-last" in line and "on the device" in line and "panned photo" in line
+
+
+def test_gpu_all_keeps_each_bench_s_results_and_logs_and_refuses_unknown_names(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    out = subprocess.run(["bash", str(ROOT / "bench" / "gpu_all.sh"), "decode"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "tiny VAEs" in out.stdout and "[decode: exit 0 after" in out.stdout
+    assert "tiny VAEs" in (tmp_path / "decode.out").read_text() and (tmp_path / "decode.err").exists()
+    refused = subprocess.run(["bash", str(ROOT / "bench" / "gpu_all.sh"), "e2e-everything"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "unknown bench e2e-everything" in refused.stderr
