@@ -17,7 +17,6 @@ work; those timings mean nothing. Run: .venv/bin/python bench/gpu_decode.py
 
 from __future__ import annotations
 
-import gc
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gpu_denoise import random_init, sync  # noqa: E402  (bench/ is this script's directory)
+from gpu_denoise import fresh_memory, random_init, sync  # noqa: E402  (bench/ is this script's directory)
 from gpu_end_to_end import WAN21_VAE, WAN22_VAE, encode_seconds, panned_photo  # noqa: E402
 
 from openi2v.engines.accel import apply_vae_channels_last, apply_vae_compile  # noqa: E402
@@ -61,10 +60,8 @@ def main() -> None:
     card = torch.cuda.get_device_name() if gpu else "CPU (tiny VAEs, 2 latent frames: timings mean nothing)"
     print(f"device: {card}; torch {torch.__version__}")
     for name, config, shape, scale in CLIPS:
-        gc.collect()  # the previous VAE, which sits in a reference cycle once it has run
+        fresh_memory()  # the previous VAE's
         if gpu:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
             with random_init(dtype, device):
                 vae = AutoencoderKLWan(**config).eval()
         else:  # the tests' tiny VAE of the same layout, and two latent frames

@@ -172,6 +172,16 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def fresh_memory() -> None:
+    """Free what finished models hold and restart the GPU's peak-memory count. A model that has run
+    sits in a reference cycle, so only a collection frees its weights (without one, the baseline's
+    were still allocated in the speed-ups arm, and counted in its peak)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
 def each_preset(names: list[str], bench_one) -> None:
     """``bench_one(name)`` for each preset; one failing (out of memory, say) still leaves the others'
     figures, and the script exits non-zero at the end."""
@@ -184,9 +194,7 @@ def each_preset(names: list[str], bench_one) -> None:
             print(f"{name} FAILED")
             failed.append(name)
         finally:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            fresh_memory()
     if failed:
         sys.exit(1)
 
@@ -233,10 +241,7 @@ def bench(name: str, steps: int, gpu: bool, device: str, dtype, peak: float | No
         preset = preset.with_overrides(size=(preset.size_multiple * 4, preset.size_multiple * 2), frames=9)
     line = {}
     for arm in ("baseline", "speed-ups"):
-        gc.collect()  # a model that has run sits in a reference cycle: without this the baseline's
-        if gpu:       # weights were still held in the speed-ups arm, and counted in its peak
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+        fresh_memory()
         model = build(arch, dtype, device)
         if gpu:
             model.set_attention_backend("native")  # SDPA in both arms

@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gpu_denoise import REAL, build, each_preset, random_init, sync  # noqa: E402  (bench/ is this script's directory)
+from gpu_denoise import REAL, build, each_preset, fresh_memory, random_init, sync  # noqa: E402  (bench/ is this script's directory)
 
 from openi2v.engines import diffusion  # noqa: E402
 from openi2v.engines.base import EngineJob  # noqa: E402
@@ -160,12 +160,11 @@ def bench(name: str, runs: int, gpu: bool, device: str, image, add: tuple[str, .
     preset = dataclasses.replace(preset, speedups=preset.speedups + add)
     if preset.family != "wan":
         raise ValueError(f"{name}: only the Wan presets have an end-to-end bench")
+    fresh_memory()
+    start = time.perf_counter()
     if gpu:
-        torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
         pipe = real_pipeline(name, torch.bfloat16, device)
     else:
-        start = time.perf_counter()
         pipe = tiny_models.build("wan2.2-a14b" if has_two_experts(name) else "wan2.2-5b")
         preset = preset.with_overrides(steps=2, size=(64, 32), frames=9)
     engine = RandomWeights(preset, pipe, device)

@@ -21,6 +21,9 @@ log = logging.getLogger("openi2v.accel")
 ATTENTION = {"sdpa": "native", "cudnn": "_native_cudnn", "flash": "_native_flash", "flash-attn": "flash",
              "flash3": "_flash_3", "sage": "sage", "math": "_native_math"}
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# names that switch one speed-up on -> its field of Speedups
+SWITCHES = {"compile": "compile", "fp8": "fp8", "offload": "group_offload", "group_offload": "group_offload",
+            "vae_tiling": "vae_tiling", "vae_channels_last": "vae_channels_last", "vae_compile": "vae_compile"}
 SMALL_GPU_BYTES = 40 * 2**30  # under this, group offload and VAE tiling are worth their cost
 
 
@@ -54,16 +57,8 @@ class Speedups:
                 fields["cache"] = name
                 if value:
                     fields["cache_threshold"] = float(value)
-            elif name == "compile":
-                fields["compile"] = True
-            elif name == "fp8":
-                fields["fp8"] = True
-            elif name in ("offload", "group_offload"):
-                fields["group_offload"] = True
-            elif name == "vae_tiling":
-                fields["vae_tiling"] = True
-            elif name in ("vae_channels_last", "vae_compile"):
-                fields[name] = True
+            elif name in SWITCHES:
+                fields[SWITCHES[name]] = True
             else:
                 raise ValueError(f"unknown speed-up {raw!r}")
         return cls(**fields)

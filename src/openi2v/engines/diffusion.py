@@ -31,6 +31,7 @@ from openi2v.media.video import write_mp4
 
 log = logging.getLogger("openi2v.engines.diffusion")
 
+
 def cfg_for(guidance_scale: float, preset: Preset) -> float:
     """Kling's guidance_scale (0..1, default 0.5) as classifier-free guidance for this preset."""
     if preset.distilled:
