@@ -25,13 +25,14 @@ def test_gpu_denoise_bench_runs_on_cpu_with_tiny_configs():
 
 def test_gpu_end_to_end_bench_runs_on_cpu_with_tiny_pipelines():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_end_to_end.py"), "--runs", "2",
-                          "--add", "vae_compile"], capture_output=True, text=True, timeout=300)
+                          "--add", "vae_compile", "--then-vae-compile"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert "tiny pipelines" in lines[0]
     for name, frames in (("wan2.2-i2v-a14b-turbo", 9), ("wan2.2-ti2v-5b-turbo", 9)):
         requests = [line for line in lines if line.startswith(name) and "request" in line]
-        assert len(requests) == 2
+        assert len(requests) == 4  # two with the preset's speed-ups, two more after --then-vae-compile
+        assert sum("then vae_compile + warm-up" in line for line in lines if line.startswith(name)) == 1
         assert all("2 steps" in r and f"{frames} frames 64x32" in r for r in requests)
         assert all("of which x264" in r and "on a panned photo" in r for r in requests)
 
