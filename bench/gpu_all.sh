@@ -25,7 +25,7 @@ run() {
 for bench in "${@:-e2e-5b e2e-a14b decode denoise}"; do
   for name in $bench; do
     case $name in
-      e2e-5b) run "$name" 400 bench/gpu_end_to_end.py wan2.2-ti2v-5b-turbo --then-vae-compile ;;
+      e2e-5b) run "$name" 300 bench/gpu_end_to_end.py wan2.2-ti2v-5b-turbo ;;
       e2e-a14b) run "$name" 360 bench/gpu_end_to_end.py wan2.2-i2v-a14b-turbo ;;
       decode) run "$name" 300 bench/gpu_decode.py ;;
       denoise) run "$name" 480 bench/gpu_denoise.py --steps 2 ;;

@@ -164,3 +164,7 @@ def test_a_compiled_engine_warms_up_at_load_and_an_uncompiled_one_does_not(weigh
     assert run(e, tmp_path).details["steps"] == 3 and steps_run == [2, 3]  # the preset itself is untouched
     counting(warm_up=None)  # the default: nothing was compiled on this CPU, so nothing to warm up
     assert steps_run == []
+    e.applied.append("vae_compile")  # as on a GPU: the compiled decoder still compiles in its second decode
+    steps_run.clear()
+    e._warm_up()
+    assert steps_run == [2, 2]

@@ -108,12 +108,18 @@ class DiffusionEngine:
     def _warm_up(self) -> None:
         """Compile at load, not in the first user's request (on an H100 the A14B turbo preset's first
         clip took 140 s against 15 s warm). One short clip from a grey 16:9 frame, the commonest
-        input shape; another aspect ratio compiles once more on first use."""
+        input shape; another aspect ratio compiles once more on first use.
+
+        A compiled VAE decoder needs two clips: the second decode still compiles (dynamo's guards
+        on the decoder's frame cache; on an H100 the 5B turbo preset's first request after one
+        warm-up clip took 34 s, the next 8.4 s)."""
         start = time.perf_counter()
         grey = Image.new("RGB", (1280, 720), (128, 128, 128))
         width, height = fit_size(grey.size, self.preset)
         steps = self.preset.steps if self.preset.distilled else 2  # A14B: 2 steps reach both experts
-        self._sample(grey, "warm-up", "", cfg_for(0.5, self.preset), 0, width, height, None, steps, lambda i: None)
+        for _ in range(2 if "vae_compile" in self.applied else 1):
+            self._sample(grey, "warm-up", "", cfg_for(0.5, self.preset), 0, width, height, None, steps,
+                         lambda i: None)
         log.info("%s warmed up at %dx%d in %.1f s", self.name, width, height, time.perf_counter() - start)
 
     def run(self, job: EngineJob, progress: Progress, cancelled: CancelCheck) -> EngineResult:
