@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from openi2v.engines import accel
 from openi2v.engines.accel import Speedups
 from openi2v.engines.catalog import PRESETS, get_preset
 from openi2v.engines.diffusion import cfg_for, cover, fit_size, match_colour
@@ -75,6 +76,23 @@ def test_speedup_names_parse_and_unknown_ones_are_refused():
     with pytest.raises(ValueError, match="unknown speed-up"):
         Speedups.parse(["flash_hub"])
 
+
+@pytest.mark.parametrize("small_gpu", [False, True])
+def test_a_gpu_under_40_gb_offloads_and_tiles_and_then_leaves_the_vae_decoder_uncompiled(monkeypatch, small_gpu):
+    called = []
+    for name in ("apply_attention", "apply_fp8", "apply_group_offload", "apply_vae_tiling", "apply_vae_channels_last",
+                 "apply_vae_compile", "apply_compile"):
+        monkeypatch.setattr(accel, name, lambda *a, name=name, **k: called.append(name))
+    monkeypatch.setattr(accel, "gpu_is_small", lambda device: small_gpu)
+    monkeypatch.setattr(accel, "fp8_supported", lambda: True)
+    pipe = type("Pipe", (), {"to": lambda self, device: called.append("to")})()
+    applied = accel.apply_speedups(pipe, Speedups.parse(get_preset("wan2.2-ti2v-5b-turbo").speedups), "cuda", 3)
+    if small_gpu:
+        assert applied == ["bf16", "attention=sdpa", "group_offload", "vae_tiling", "vae_channels_last", "compile"]
+        assert "apply_vae_compile" not in called and "to" not in called
+    else:
+        assert applied == ["bf16", "attention=sdpa", "vae_channels_last", "vae_compile", "compile"]
+        assert called == ["apply_attention", "to", "apply_vae_channels_last", "apply_vae_compile", "apply_compile"]
 
 
 def test_frames_become_uint8_images_rounded_as_exactly_as_numpy_would():

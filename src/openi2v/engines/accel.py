@@ -197,7 +197,9 @@ def apply_speedups(pipe, s: Speedups, device: str, steps: int, mag_ratios: list[
     if s.vae_channels_last and device != "cpu":
         apply_vae_channels_last(pipe)
         applied.append("vae_channels_last")
-    if s.vae_compile and device != "cpu":  # on a CPU compiling takes minutes, for little
+    if s.vae_compile and device != "cpu" and "vae_tiling" not in applied:
+        # Not on a CPU (minutes of compiling, for little) nor with tiling, whose tiles of several
+        # shapes would each compile, for a decode whose point is memory, not speed.
         apply_vae_compile(pipe)
         applied.append("vae_compile")
     if s.cache == "fbcache":
