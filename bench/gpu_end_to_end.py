@@ -166,7 +166,6 @@ def bench(name: str, runs: int, gpu: bool, device: str, image, add: tuple[str, .
     preset = dataclasses.replace(preset, speedups=preset.speedups + add)
     if preset.family != "wan":
         raise ValueError(f"{name}: only the Wan presets have an end-to-end bench")
-    fresh_memory()
     start = time.perf_counter()
     if gpu:
         pipe = real_pipeline(name, torch.bfloat16, device)

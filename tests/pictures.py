@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 
@@ -36,6 +37,11 @@ def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 def png(width: int = 960, height: int = 640, seed: int = 0) -> bytes:
     return encode(photo(width, height, seed))
+
+
+def data_uri(width: int = 640, height: int = 426) -> str:
+    """A photo as the API's ``image`` field takes it inline."""
+    return "data:image/png;base64," + base64.b64encode(png(width, height)).decode()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 
 import pytest
 from fastapi.testclient import TestClient
@@ -34,7 +33,7 @@ def diffusion_settings(settings, weights_root) -> Settings:
 
 
 def image_uri() -> str:
-    return "data:image/png;base64," + base64.b64encode(pictures.png(640, 426)).decode()
+    return pictures.data_uri()
 
 
 class Service:

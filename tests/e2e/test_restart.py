@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import time
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def submit(server: Server, h: dict, prompt: str, **body) -> str:
-    image = "data:image/png;base64," + base64.b64encode(pictures.png(800, 600)).decode()
+    image = pictures.data_uri(800, 600)
     return httpx.post(f"{server.url}/api/v3/{KLING_MODEL}", json={"image": image, "prompt": prompt, **body},
                       headers=h).json()["data"]["id"]
 

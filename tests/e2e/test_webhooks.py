@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -59,7 +58,7 @@ def server(tmp_path_factory):
 
 
 def submit(server, key, webhook, **body):
-    image = "data:image/png;base64," + base64.b64encode(pictures.png(640, 426)).decode()
+    image = pictures.data_uri()
     r = httpx.post(f"{server.url}/api/v3/{KLING_MODEL}", params={"webhook": webhook},
                    json={"image": image, "prompt": "zoom in", **body}, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200, r.text
@@ -112,7 +111,7 @@ def test_a_failed_delivery_is_retried_with_the_same_webhook_id(server):
 def test_webhook_rules_at_submit(server):
     key = server.new_key(5.0)
     h = {"Authorization": f"Bearer {key}"}
-    image = "data:image/png;base64," + base64.b64encode(pictures.png(640, 426)).decode()
+    image = pictures.data_uri()
     r = httpx.post(f"{server.url}/api/v3/{KLING_MODEL}", params={"webhook": "ftp://example.com/x"},
                    json={"image": image, "prompt": "x"}, headers=h)
     assert r.status_code == 400 and r.json()["message"] == "webhook: must be an http(s) URL of at most 2048 characters"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 
 from fastapi.testclient import TestClient
 
@@ -22,7 +21,7 @@ def test_a_prediction_round_trip(settings, database_url):
     key = AccountStore(db).create_key("t", to_micros(1.0))[1]
     h = {"Authorization": f"Bearer {key}"}
     with TestClient(app) as client:
-        image = "data:image/png;base64," + base64.b64encode(pictures.png(640, 426)).decode()
+        image = pictures.data_uri()
         created = client.post(f"/api/v3/{KLING_MODEL}", json={"image": image, "prompt": "pan left", "seed": 9},
                               headers=h).json()["data"]
         assert client.get(created["urls"]["get"], headers=h).json()["data"]["queue_position"] == 0

@@ -73,6 +73,11 @@ class WebhookSender:
 
     async def deliver(self, client: httpx.AsyncClient, d: Delivery) -> None:
         c = self.c
+        try:  # each attempt, before any work: the server must not post into its own network
+            await run_in_threadpool(check_public_url, "webhook", d.url, c.settings.fetch_allow_private)
+        except MediaUnavailable as exc:
+            await run_in_threadpool(self.store.failed, d.prediction_id, exc.message, None)  # given up, not retried
+            return
         p = await run_in_threadpool(c.predictions.get, d.prediction_id)
         body = json.dumps(prediction_data(p, p.webhook["base"], c.storage), separators=(",", ":")).encode()
         secret = await run_in_threadpool(c.accounts.webhook_secret, d.api_key_id)
@@ -82,11 +87,6 @@ class WebhookSender:
             signature += " " + sign_standard(secret, d.prediction_id, timestamp, body)
         headers = {"content-type": "application/json", "webhook-id": d.prediction_id,
                    "webhook-timestamp": str(timestamp), "webhook-signature": signature}
-        try:
-            await run_in_threadpool(check_public_url, "webhook", d.url, c.settings.fetch_allow_private)
-        except MediaUnavailable as exc:
-            await run_in_threadpool(self.store.failed, d.prediction_id, exc.message, None)  # it will not change
-            return
         try:
             resp = await client.post(d.url, content=body, headers=headers)
             error = "" if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
