@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from openi2v.outbound import AllowList
 
 KLING_MODEL = "kwaivgi/kling-v2.5-turbo-pro/image-to-video"
 
@@ -30,12 +32,23 @@ class Settings(BaseSettings):
     max_attempts: int = 3  # a job whose worker died this many times fails
 
     # Requests.
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection still sending its request headers after this is closed
     sync_timeout_s: float = 90.0  # enable_sync_mode blocks at most this long, then answers 5004
     upload_ticket_ttl_s: int = 3600
     max_upload_mb: int = 50
+    # A JSON body over this is a 413 before it is parsed. The default holds the largest submit the
+    # rules allow inline: two 10 MB images as base64 data URIs (13.4 MB each).
+    max_json_mb: int = 32
     fetch_timeout_s: float = 20.0
-    fetch_allow_private: bool = False  # allow image and webhook URLs on loopback/private networks
+    fetch_allow_private: bool = False  # allow image and webhook URLs on any address (FETCH_ALLOW: some)
+    # Comma-separated host names, IPs and CIDRs (e.g. "minio,10.1.2.3,192.168.0.0/16") whose image and
+    # webhook URLs are allowed although not public; a malformed entry stops the settings (outbound.py).
+    fetch_allow: str = ""
     webhook_timeout_s: float = 10.0  # one delivery attempt; failures are retried for about an hour
+    # Seconds to wait after each failed webhook attempt, comma-separated; a failure after the last
+    # gives up (empty: never retried).
+    webhook_retry_delays: Annotated[tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...], NoDecode] = (
+        5, 15, 60, 300, 900, 1800)
     webhook_standard_signature: bool = False  # also sign "v1,<base64>" (standardwebhooks / svix)
 
     # Engines: model id -> "motion" (the CPU camera engine), a diffusion preset name (see
@@ -60,8 +73,28 @@ class Settings(BaseSettings):
     preset: str = "veryfast"
 
     # NSFW: "flag" marks has_nsfw_contents; "block" fails the prediction with code 1200.
-    nsfw_policy: str = "flag"
+    nsfw_policy: Literal["flag", "block"] = "flag"
     nsfw_threshold: float = 0.5
+
+    @field_validator("short_side")
+    @classmethod
+    def _short_side_is_a_standard_size(cls, value: int) -> int:
+        if value not in (480, 720, 1080):
+            raise ValueError("must be 480, 720 or 1080")
+        return value
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _allow_list_parses(cls, value: str) -> str:
+        AllowList.parse(value)  # a ValueError naming the malformed entry
+        return value
+
+    @field_validator("webhook_retry_delays", mode="before")
+    @classmethod
+    def _delays_from_text(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",")) if value.strip() else ()
+        return value
 
     @property
     def http_processes(self) -> int:

@@ -1,19 +1,18 @@
-"""Fetch what an input names: our own upload, a data URI, or a remote URL (SSRF-guarded).
+"""Fetch what an input names: our own upload, a data URI, or a remote URL (through ``outbound.py``'s guard).
 
 Bytes come back raw; ``domain/inputs.py`` judges them.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from openi2v.domain.inputs import decode_data_uri
 from openi2v.errors import InvalidInput, MediaUnavailable, NotFound
+from openi2v.outbound import NO_KEEPALIVE, OutboundGuard
 from openi2v.storage.local import LocalStorage
 
 OWN_UPLOAD = re.compile(r"/media/([A-Za-z0-9_-]{16,64})/([^/?#]+)")
@@ -21,10 +20,12 @@ MAX_REDIRECTS = 3
 
 
 class MediaFetcher:
-    def __init__(self, storage: LocalStorage, timeout_s: float = 20.0, allow_private: bool = False) -> None:
+    def __init__(self, storage: LocalStorage, timeout_s: float = 20.0, guard: OutboundGuard = OutboundGuard(),
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.storage = storage
         self.timeout_s = timeout_s
-        self.allow_private = allow_private
+        self.guard = guard  # OutboundGuard.from_settings: which hosts a stranger's URL may reach
+        self.transport = transport  # None: the network (a test passes an httpx.MockTransport)
 
     def local(self, field: str, ref: str) -> bytes | None:
         """Bytes for a data URI or one of our upload URLs; None for a remote URL."""
@@ -44,41 +45,33 @@ class MediaFetcher:
 
     def _remote(self, field: str, url: str, max_bytes: int) -> bytes:
         try:
-            with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
+            with httpx.Client(timeout=self.timeout_s, follow_redirects=False, trust_env=False,
+                              limits=NO_KEEPALIVE, transport=self.transport) as client:
                 for _ in range(MAX_REDIRECTS + 1):
-                    check_public_url(field, url, self.allow_private)  # every hop: a redirect may point inward
-                    with client.stream("GET", url) as resp:
-                        if resp.is_redirect:
-                            url = urljoin(url, resp.headers.get("location", ""))
-                            continue
-                        if resp.status_code != 200:
-                            raise MediaUnavailable(f"{field}: could not download {url} (HTTP {resp.status_code})")
-                        return _read_capped(field, resp, max_bytes)
-                raise MediaUnavailable(f"{field}: too many redirects from {url}")
+                    request = self.guard.request(client, "GET", field, url)  # every hop: a redirect may point inward
+                    resp = client.send(request, stream=True)
+                    try:
+                        if not resp.is_redirect:
+                            return _read_capped(field, url, resp, max_bytes)
+                        url = _next_hop(field, url, resp)
+                    finally:
+                        resp.close()
+                raise MediaUnavailable(f"{field}: too many redirects, up to {url}")
         except httpx.HTTPError as exc:
             raise MediaUnavailable(f"{field}: could not download {url} ({type(exc).__name__}: {exc})") from exc
 
-def check_public_url(field: str, url: str, allow_private: bool = False) -> None:
-    """Refuse non-http(s) URLs, and hosts that resolve to a private, loopback or link-local address
-    (unless ``allow_private``): the server must not be a proxy into its own network."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise MediaUnavailable(f"{field}: only http(s) URLs can be fetched")
-    if allow_private:
-        return
+
+def _next_hop(field: str, url: str, resp: httpx.Response) -> str:
+    """Where a redirect points, resolved against the URL as given (not the pinned address)."""
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise MediaUnavailable(f"{field}: could not resolve host {parts.hostname}") from exc
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if not ip.is_global:
-            raise MediaUnavailable(
-                f"{field}: {parts.hostname} resolves to a non-public address ({ip}); "
-                "set OPENI2V_FETCH_ALLOW_PRIVATE=true to allow it")
+        return urljoin(url, resp.headers.get("location", ""))
+    except ValueError as exc:
+        raise MediaUnavailable(f"{field}: {url} redirects to an invalid URL") from exc
 
 
-def _read_capped(field: str, resp: httpx.Response, max_bytes: int) -> bytes:
+def _read_capped(field: str, url: str, resp: httpx.Response, max_bytes: int) -> bytes:
+    if resp.status_code != 200:
+        raise MediaUnavailable(f"{field}: could not download {url} (HTTP {resp.status_code})")
     data = bytearray()
     for chunk in resp.iter_bytes():
         data += chunk

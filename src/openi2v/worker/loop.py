@@ -25,6 +25,7 @@ from openi2v.errors import ContentBlocked, OpenI2VError, StorageError
 from openi2v.media.images import MediaFetcher
 from openi2v.media.safety import SafetyChecker
 from openi2v.media.video import read_frames
+from openi2v.outbound import OutboundGuard
 from openi2v.storage.local import LocalStorage
 from openi2v.store import Database, Prediction, PredictionStore
 from openi2v.store.predictions import Outcome
@@ -39,7 +40,8 @@ class Worker:
         self.settings = settings
         self.store = PredictionStore(db, settings.max_attempts)
         self.storage = LocalStorage(settings.data_dir)
-        self.fetcher = MediaFetcher(self.storage, settings.fetch_timeout_s, settings.fetch_allow_private)
+        self.fetcher = MediaFetcher(self.storage, settings.fetch_timeout_s,
+                                    OutboundGuard.from_settings(settings))
         self.safety = safety or SafetyChecker(settings.nsfw_threshold)
         self.engines = engines
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
