@@ -34,6 +34,7 @@ $(CHROMIUM):
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/api_load.py
+	$(BIN)/python bench/api_memory.py
 	$(BIN)/python bench/motion_vs_ffmpeg.py
 	$(BIN)/python bench/gpu_denoise.py
 	$(BIN)/python bench/gpu_end_to_end.py

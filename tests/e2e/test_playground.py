@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect, sync_playwright
 
+from openi2v.config import KLING_MODEL
 from tests import pictures
 from tests.e2e.server import Server
 
@@ -25,6 +29,19 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--autoplay-policy=no-user-gesture-required"]
 WAIT_MS = 180_000  # a guard against a hang, not a speed limit
+# Every CSP violation in any frame becomes a console error the tests can see (injected by the
+# browser driver before any script of the page, which cannot stop it).
+REPORT_CSP = """document.addEventListener("securitypolicyviolation",
+  (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));"""
+MARK = "pwned-by-upload"
+# What an attacker uploads: were it run on our origin, it would read the stored API key.
+EVIL = {
+    "evil.html": f"""<!doctype html><title>inert</title><script>
+document.title = "{MARK}"; localStorage.setItem("{MARK}", localStorage.getItem("openi2v.apiKey") || "-");
+fetch("/healthz?{MARK}");</script>""".encode(),
+    "evil.svg": f"""<svg xmlns="http://www.w3.org/2000/svg"><script>
+document.title = "{MARK}"; localStorage.setItem("{MARK}", "-"); fetch("/healthz?{MARK}");</script></svg>""".encode(),
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +62,22 @@ def browser():
 
 @pytest.fixture
 def page(browser, server):
+    """The playground, which must work under its CSP: any violation fails the test using it."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
+    violations = watch_csp(pg)
     pg.goto(f"{server.url}/playground")
     yield pg
     context.close()
+    assert violations == [], "the playground broke its own Content-Security-Policy"
+
+
+def watch_csp(pg: Page) -> list[str]:
+    """The CSP violations this page reports, in any of its frames, from now on."""
+    pg.add_init_script(REPORT_CSP)
+    seen: list[str] = []
+    pg.on("console", lambda m: seen.append(m.text) if "Content Security Policy" in m.text or "CSP" in m.text else None)
+    return seen
 
 
 def enter_key(page: Page, key: str) -> None:
@@ -78,7 +106,8 @@ def test_generate_a_video_in_the_browser(page, server, tmp_path):
     page.get_by_label("Seed", exact=True).fill("42")
     page.get_by_role("button", name="Generate").click()
 
-    page.wait_for_function("document.getElementById('video').readyState >= 2", timeout=WAIT_MS)
+    # A function, not an expression: Playwright evaluates an expression with eval, which the CSP refuses.
+    page.wait_for_function("() => document.getElementById('video').readyState >= 2", timeout=WAIT_MS)
     duration = page.evaluate("document.getElementById('video').duration")
     assert abs(duration - 5.0) <= 0.1
     facts = page.locator("#facts")
@@ -149,3 +178,108 @@ def test_page_loads_nothing_from_outside(browser, server):
     pg.wait_for_load_state("networkidle")
     assert outside == []
     context.close()
+
+
+def test_the_playground_refuses_inline_script_eval_and_frames(browser, server):
+    context = browser.new_context()
+    pg = context.new_page()
+    violations = watch_csp(pg)
+    pg.goto(f"{server.url}/")
+    pg.evaluate("""() => {
+        const s = document.createElement("script"); s.textContent = "window.inlineRan = true"; document.body.append(s);
+        setTimeout("window.evalRan = true", 0);  // a string of code: evaluated, so refused
+        const f = document.createElement("iframe"); f.src = "/healthz"; document.body.append(f);
+    }""")
+    expect_soon(pg, lambda: len(violations) >= 3, violations)
+    assert pg.evaluate("[window.inlineRan, window.evalRan]") == [None, None]
+    assert any("script-src" in v for v in violations) and any("frame-src" in v for v in violations), violations
+    context.close()
+
+
+@pytest.mark.parametrize("name", sorted(EVIL))
+def test_an_uploaded_page_never_runs_on_our_origin(browser, server, name):
+    key = server.new_key(1.0)
+    url = upload(server, key, name, EVIL[name])
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.add_init_script(f"localStorage.setItem('openi2v.apiKey', '{key}')")  # a signed-in user
+    requests, downloads = [], []
+    context.on("request", lambda r: requests.append(r.url))
+    pg.on("download", lambda d: downloads.append(d.suggested_filename))
+
+    try:
+        pg.goto(url)  # opened directly
+        titles = [pg.title()]
+    except PlaywrightError as exc:  # the navigation became a download: saved, never shown
+        assert "Download is starting" in exc.message
+        titles = []
+    # Framed by a page of our own origin that has no CSP of its own (the playground's would refuse the frame).
+    pg.route(f"{server.url}/frame-test", lambda route: route.fulfill(
+        content_type="text/html", body=f'<!doctype html><title>frame test</title><iframe src="{url}"></iframe>'))
+    pg.goto(f"{server.url}/frame-test")
+    titles += [f.evaluate("() => document.title") for f in pg.frames]
+    pg.goto(f"{server.url}/playground")
+
+    assert MARK not in " ".join(titles)
+    assert pg.evaluate(f"() => localStorage.getItem('{MARK}')") is None
+    assert [u for u in requests if MARK in u] == []
+    expect_soon(pg, lambda: len(downloads) == 2, downloads)
+    assert downloads == [name, name]  # both were this very file, served (not a 404), as a download
+    context.close()
+
+
+def test_media_opened_directly_still_show_under_their_sandbox(browser, server):
+    key = server.new_key(1.0)
+    photo = pictures.png(1200, 800)
+    video_url = render(server, key, upload(server, key, "photo.html", photo))
+    context = browser.new_context()
+    pg = context.new_page()
+    violations = watch_csp(pg)
+    statuses = []
+    pg.on("response", lambda r: statuses.append(r.status) if r.url == video_url else None)
+
+    response = pg.goto(video_url)
+    assert "sandbox" in response.headers["content-security-policy"]
+    # Played, or refused (a blocked load leaves it with no source): the assertion says which.
+    pg.wait_for_function("() => { const v = document.querySelector('video');"
+                         " return v && (v.readyState >= 2 || v.networkState === v.NETWORK_NO_SOURCE); }", timeout=WAIT_MS)
+    assert pg.evaluate("document.querySelector('video').readyState") >= 2, violations
+    assert abs(pg.evaluate("document.querySelector('video').duration") - 5.0) <= 0.1
+    assert 206 in statuses  # the browser read it in ranges
+    pg.goto(upload(server, key, "photo.html", photo))  # a PNG under an HTML name: still shown as a PNG
+    pg.wait_for_function("() => document.querySelector('img') && document.querySelector('img').complete",
+                         timeout=WAIT_MS)
+    assert pg.evaluate("document.querySelector('img').naturalWidth") == 1200
+    assert violations == []
+    context.close()
+
+
+def upload(server, key: str, name: str, data: bytes) -> str:
+    r = httpx.post(f"{server.url}/api/v3/media/upload/binary", files={"file": (name, data, "text/html")},
+                   headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["download_url"]
+
+
+def render(server, key: str, image_url: str) -> str:
+    """The output URL of a finished prediction; raises at the deadline."""
+    h = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(f"{server.url}/api/v3/{KLING_MODEL}", json={"image": image_url, "prompt": "pan left"}, headers=h)
+    pid = r.json()["data"]["id"]
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while time.monotonic() < deadline:
+        d = httpx.get(f"{server.url}/api/v3/predictions/{pid}/result", headers=h).json()["data"]
+        if d["status"] not in ("created", "processing"):
+            assert d["status"] == "completed", d
+            return d["outputs"][0]
+        time.sleep(0.2)
+    raise AssertionError(f"prediction {pid} did not finish in {WAIT_MS} ms")
+
+
+def expect_soon(pg: Page, condition, seen) -> None:
+    """Wait for what the browser reports (its events arrive only while Playwright waits); raise at the deadline."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reported: {seen}")
+        pg.wait_for_timeout(50)

@@ -1,5 +1,6 @@
 import base64
 import io
+import wave
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from openi2v.domain.inputs import check_audio, check_image, parse_request
+from openi2v.domain.inputs import audio_format, check_audio, check_image, parse_request
 from openi2v.errors import InvalidInput
 from tests import pictures
 
@@ -128,12 +129,34 @@ def test_alpha_is_composited_on_white():
     assert check_image("image", pictures.encode(img)).getpixel((5, 5)) == (255, 255, 255)
 
 
-def test_audio_is_judged_by_bytes():
-    assert check_audio("audio", b"RIFF\0\0\0\0WAVEfmt ") == "wav"
-    assert check_audio("audio", b"ID3\x04rest") == "mp3"
-    assert check_audio("audio", b"\0\0\0\x20ftypM4A ") == "mp4"
+def test_audio_format_is_judged_by_bytes():
+    assert audio_format("audio", b"RIFF\0\0\0\0WAVEfmt ") == "wav"
+    assert audio_format("audio", b"ID3\x04rest") == "mp3"
+    assert audio_format("audio", b"\0\0\0\x20ftypM4A ") == "mp4"
     with pytest.raises(InvalidInput, match="audio: must be an mp3, wav, aac or m4a audio file"):
-        check_audio("audio", b"hello")
+        audio_format("audio", b"hello")
+
+
+def wav(seconds: float = 1.5) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(b"\x10\x00" * int(16000 * seconds))
+    return buf.getvalue()
+
+
+def test_audio_that_decodes_is_accepted():
+    assert check_audio("audio", wav()) == "wav"
+
+
+@pytest.mark.parametrize("data", [
+    b"RIFF\0\0\0\0WAVE" + bytes(range(256)) * 64,  # a WAV header over junk
+    b"RIFF\0\0\0\0WAVEfmt ",  # a header and nothing else
+    b"ID3\x04" + b"\0" * 4096,  # an MP3 tag over nothing
+])
+def test_audio_that_does_not_decode_is_refused_naming_the_field(data):
+    with pytest.raises(InvalidInput, match="^audio: could not be decoded as (wav|mp3) audio"):
+        check_audio("audio", data)
 
 
 def test_data_uri_must_be_base64():

@@ -13,10 +13,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import Scope
 
 from openi2v import __version__
+from openi2v.api import headers
+from openi2v.api.bodies import BodyLimit
 from openi2v.api.context import Context
 from openi2v.api.routes import account, media, predictions
+from openi2v.api.schemas import V3Response
 from openi2v.config import Settings
 from openi2v.engines.registry import build_engines
 from openi2v.errors import InvalidInput, OpenI2VError
@@ -50,13 +55,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="OpenI2V", version=__version__, lifespan=lifespan, telemetry=TELEMETRY_OFF)
     app.state.ctx = context
+    app.add_middleware(BodyLimit, settings=settings)
     for router in (media.router, account.router, predictions.router):
         app.include_router(router)
     app.add_api_route("/healthz", _healthz, methods=["GET"])
-    # The playground: static files, a client of the public API like any other.
-    app.add_api_route("/", _playground, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/playground", _playground, methods=["GET"], include_in_schema=False)
-    app.mount("/web", StaticFiles(directory=WEB), name="web")
+    _add_playground(app, settings)
     _add_error_handlers(app)
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # GC's scans, which otherwise grow with it and show up as latency spikes.
@@ -74,7 +77,7 @@ def app_from_env() -> FastAPI:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"code": status, "message": message, "data": None}, status_code=status)
+    return V3Response({"code": status, "message": message, "data": None}, status_code=status)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -98,8 +101,29 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal server error")
 
 
-async def _playground() -> FileResponse:
-    return FileResponse(WEB / "index.html", media_type="text/html")
+def _add_playground(app: FastAPI, settings: Settings) -> None:
+    """The playground: static files, a client of the public API like any other, under its own strict CSP."""
+    page_headers = headers.playground(settings.public_url)
+
+    async def page() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html", headers=page_headers)
+
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/playground", page, methods=["GET"], include_in_schema=False)
+    app.mount("/web", _WebFiles(page_headers), name="web")
+
+
+class _WebFiles(StaticFiles):
+    """The playground's static files (/web/...), each sent with the playground's headers."""
+
+    def __init__(self, page_headers: dict[str, str]) -> None:
+        super().__init__(directory=WEB)
+        self.page_headers = page_headers
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(self.page_headers)
+        return response
 
 
 async def _healthz() -> dict:

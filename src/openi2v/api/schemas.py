@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -14,10 +15,21 @@ from openi2v.storage.local import LocalStorage
 from openi2v.store import Prediction
 
 
+class V3Response(JSONResponse):
+    """JSON as UTF-8; text that cannot be UTF-8 (a lone surrogate stored before inputs were checked
+    for it) is sent escaped (``\\ud800``) instead of failing the answer."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def envelope(data: Any, code: int = 200, message: str = "success") -> JSONResponse:
     """The 2xx answer. Returned as a ready response: the data is plain JSON already, so
     FastAPI's response-model encoding (a third of a poll's cost) is skipped."""
-    return JSONResponse({"code": code, "message": message, "data": data}, status_code=code)
+    return V3Response({"code": code, "message": message, "data": data}, status_code=code)
 
 
 def iso(ts: float) -> str:

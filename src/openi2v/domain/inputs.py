@@ -1,17 +1,22 @@
 """The ONE validation of user input: the API, the CLI and the playground all come here.
 
 Rules (from the Kling 2.5 Turbo Pro page):
-- ``image``: required; an http(s) URL, a ``data:`` URI, or one of our upload URLs.
-  The bytes must be JPEG or PNG (judged by content, not name), at most 10 MB, at least
-  300x300 px, aspect ratio between 1:2.5 and 2.5:1 inclusive. EXIF orientation is applied;
-  CMYK, grayscale, palette and alpha images become RGB (alpha composited on white).
-- ``prompt``: required, non-empty, at most 2,500 characters.
+- ``image``: required; an http(s) URL (scheme in any case, a valid host and port, at most
+  2,048 characters), a ``data:`` URI, or one of our upload URLs.
+  The bytes must be JPEG or PNG (judged by content, not name), at most 10 MB (10 MiB), at least
+  300x300 px, at most 40 megapixels, aspect ratio between 1:2.5 and 2.5:1 inclusive, and
+  decodable. EXIF orientation is applied; CMYK, 16-bit, grayscale, palette and alpha images
+  become RGB (alpha composited on white); an animated PNG gives its first frame.
+- ``prompt``: required, non-empty, at most 2,500 characters. Every text must be valid Unicode
+  (a lone surrogate such as ``"\ud800"`` is refused: it cannot be stored or sent as UTF-8).
 - ``negative_prompt``: optional, at most 2,500 characters.
 - ``guidance_scale``: a number in [0, 1], default 0.5.
 - ``duration``: 5 or 10 (also "5" or "10"), default 5.
 - ``seed`` (ours): an integer in [0, 2**32 - 1]; absent means the server picks one.
 - ``last_image`` (optional): same rules as ``image``; the clip ends on it.
-- ``audio`` (optional): mp3, wav, aac or m4a, at most 20 MB.
+- ``audio`` (optional): mp3, wav, aac or m4a, at most 20 MB, and decodable.
+- ``enable_sync_mode``, ``enable_base64_output``: true or false (also "true"/"false", 1/0).
+- ``webhook`` (query string): an http(s) URL of at most 2,048 characters.
 Unknown keys are ignored, as the hosted API does.
 """
 
@@ -22,13 +27,16 @@ import binascii
 import io
 import math
 import secrets
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps
 
 from openi2v.errors import InvalidInput
+from openi2v.media.filetypes import HEAD_BYTES, sniff
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MIN_IMAGE_SIDE = 300
@@ -38,7 +46,13 @@ MAX_PROMPT = 2500
 MAX_AUDIO_BYTES = 20 * 1024 * 1024
 DURATIONS = (5, 10)
 MAX_SEED = 2**32 - 1
+MAX_URL = 2048
 MEDIA_FIELDS = ("image", "last_image", "audio")
+# What the demuxer is told for each audio type the bytes can show (an MP4 with a video brand may hold audio).
+AUDIO_CONTAINERS = {"audio/wav": "wav", "audio/mp4": "mp4", "video/mp4": "mp4", "audio/mpeg": "mp3", "audio/aac": "aac"}
+# Decoding a large image holds its pixels (up to 160 MB at 40 MP): at most this many at once per
+# process, so a burst of big images queues here instead of multiplying a process's memory.
+_DECODES = threading.BoundedSemaphore(2)
 
 
 @dataclass(frozen=True)
@@ -85,8 +99,44 @@ def _media_ref(body: dict, field: str, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidInput(field, "must be a string: an http(s) URL or a data URI")
-    if not value.startswith(("http://", "https://", "data:")):
+    if value.startswith("data:"):
+        return value
+    if not value[:8].lower().startswith(("http://", "https://")):
         raise InvalidInput(field, "must be an http(s) URL or a data URI")
+    return check_url(field, value)
+
+
+def check_url(field: str, value: Any) -> str:
+    """An absolute http(s) URL that can be parsed, with a host and a valid port."""
+    if not isinstance(value, str) or len(value) > MAX_URL:
+        raise InvalidInput(field, f"must be an http(s) URL of at most {MAX_URL} characters")
+    check_text(field, value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # raises ValueError when out of range or not a number
+    except ValueError as exc:
+        raise InvalidInput(field, "is not a valid URL (check the host and port)") from exc
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(field, f"must be an http(s) URL of at most {MAX_URL} characters")
+    return value
+
+
+def parse_flag(body: dict, field: str) -> bool:
+    """A platform flag: a boolean, or "true"/"false" and 1/0 as loosely typed clients send them."""
+    value = body.get(field)
+    if value in (None, False, 0, "", "false", "False", "0"):
+        return False
+    if value in (True, 1, "true", "True", "1"):
+        return True
+    raise InvalidInput(field, "must be true or false")
+
+
+def check_text(field: str, value: str) -> str:
+    """Text that can be stored and sent: UTF-8 encodable (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(field, "must be valid Unicode text (it holds a lone surrogate)") from exc
     return value
 
 
@@ -102,7 +152,7 @@ def _text(body: dict, field: str, required: bool) -> str:
         raise InvalidInput(field, "must not be empty")
     if len(value) > MAX_PROMPT:
         raise InvalidInput(field, f"must be at most {MAX_PROMPT} characters (got {len(value)})")
-    return value
+    return check_text(field, value)
 
 
 def _guidance(value: Any) -> float:
@@ -148,28 +198,57 @@ def decode_data_uri(field: str, uri: str) -> bytes:
         raise InvalidInput(field, "data URI holds invalid base64") from exc
 
 
+def inspect_image(field: str, data: bytes) -> None:
+    """Judge image bytes under the page's rules without holding their pixels (the API, at submit).
+
+    Headers first (type, size, pixel count, geometry); then the file is read through: a PNG's
+    chunks and their checksums, a JPEG decoded at 1/8 scale. A PNG whose compressed pixel data
+    is damaged under valid checksums passes here and fails its job with code 1401.
+    """
+    img = _open_image(field, data)
+    with _DECODES:
+        try:
+            if img.format == "PNG":
+                img.verify()
+            else:
+                img.draft("RGB", (img.width // 8, img.height // 8))
+                img.load()
+        except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError ... on bad files
+            raise InvalidInput(field, "is truncated or not a decodable image") from exc
+        finally:
+            img.close()
+
+
 def check_image(field: str, data: bytes) -> Image.Image:
-    """Decode image bytes under the page's rules; return an RGB image, upright."""
+    """Decode image bytes under the page's rules; return an RGB image, upright (the worker, the CLI)."""
+    img = _open_image(field, data)
+    with _DECODES:
+        try:
+            img.load()
+        except Exception as exc:
+            raise InvalidInput(field, "is truncated or not a decodable image") from exc
+        return to_rgb(ImageOps.exif_transpose(img))
+
+
+def _open_image(field: str, data: bytes) -> Image.Image:
+    """The image's headers, judged before any pixel is decoded."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise InvalidInput(field, f"must be at most 10 MB (got {len(data) / 2**20:.1f} MB)")
+        raise InvalidInput(field, f"must be at most 10 MB (10,485,760 bytes; got {len(data):,})")
     if not (data.startswith(b"\xff\xd8\xff") or data.startswith(b"\x89PNG\r\n\x1a\n")):
         raise InvalidInput(field, "must be a JPEG or PNG image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=["JPEG", "PNG"])
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise InvalidInput(field, f"has too many pixels ({w}x{h}); at most 40 megapixels")
-            img.load()
-    except InvalidInput:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidInput(field, "has too many pixels (decompression bomb)") from exc
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError ... on bad files
+    except Exception as exc:
         raise InvalidInput(field, "is truncated or not a decodable image") from exc
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise InvalidInput(field, f"has too many pixels ({w}x{h}); at most 40 megapixels")
     _check_geometry(field, w, h)
-    return to_rgb(ImageOps.exif_transpose(img))
+    return img
 
 
 def _check_geometry(field: str, w: int, h: int) -> None:
@@ -192,17 +271,37 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def check_audio(field: str, data: bytes) -> str:
-    """Judge audio by its bytes; return the container name for the demuxer."""
+def audio_format(field: str, data: bytes) -> str:
+    """Judge audio by its first bytes; return the container name for the demuxer."""
     if len(data) > MAX_AUDIO_BYTES:
-        raise InvalidInput(field, f"must be at most 20 MB (got {len(data) / 2**20:.1f} MB)")
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "wav"
-    if data[4:8] == b"ftyp":
-        return "mp4"
-    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
-        return "mp3" if data[:3] == b"ID3" or data[1] & 0x06 else "aac"
-    raise InvalidInput(field, "must be an mp3, wav, aac or m4a audio file")
+        raise InvalidInput(field, f"must be at most 20 MB (20,971,520 bytes; got {len(data):,})")
+    fmt = AUDIO_CONTAINERS.get(sniff(data[:HEAD_BYTES]))
+    if fmt is None:
+        raise InvalidInput(field, "must be an mp3, wav, aac or m4a audio file")
+    return fmt
+
+
+def check_audio(field: str, data: bytes) -> str:
+    """Judge audio by its bytes, and decode its first second to prove it is audio."""
+    fmt = audio_format(field, data)
+    import av  # here, not at the top: only a submit with audio pays for the import
+
+    try:
+        with av.open(io.BytesIO(data), format=fmt) as container:
+            if not container.streams.audio:
+                raise InvalidInput(field, "holds no audio stream")
+            decoded = 0.0
+            for frame in container.decode(audio=0):
+                decoded += frame.samples / (frame.sample_rate or 1)
+                if decoded >= 1.0:
+                    break
+    except InvalidInput:
+        raise
+    except Exception as exc:  # PyAV's FFmpegError family, and ValueError on a nonsense header
+        raise InvalidInput(field, f"could not be decoded as {fmt} audio") from exc
+    if decoded <= 0:
+        raise InvalidInput(field, f"could not be decoded as {fmt} audio (no samples)")
+    return fmt
 
 
 # --- schema for GET /api/v3/models ------------------------------------------------

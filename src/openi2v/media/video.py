@@ -14,6 +14,8 @@ import av
 import cv2
 import numpy as np
 
+from openi2v.errors import InvalidInput
+
 AUDIO_RATE = 48_000
 
 
@@ -125,12 +127,15 @@ def decode_audio(data: bytes, fmt: str, seconds: float) -> np.ndarray:
     want = int(round(seconds * AUDIO_RATE))
     resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
     chunks: list[np.ndarray] = []
-    with av.open(io.BytesIO(data), format=fmt) as c:
-        for frame in c.decode(audio=0):
-            for f in resampler.resample(frame):
+    try:
+        with av.open(io.BytesIO(data), format=fmt) as c:
+            for frame in c.decode(audio=0):
+                for f in resampler.resample(frame):
+                    chunks.append(f.to_ndarray())
+            for f in resampler.resample(None):
                 chunks.append(f.to_ndarray())
-        for f in resampler.resample(None):
-            chunks.append(f.to_ndarray())
+    except (av.FFmpegError, ValueError) as exc:  # damage past the part checked at submit
+        raise InvalidInput("audio", f"could not be decoded as {fmt} audio") from exc
     samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), np.float32)
     out = np.zeros((2, want), np.float32)
     out[:, : min(want, samples.shape[1])] = samples[:, :want]

@@ -32,22 +32,14 @@ class LocalStorage:
 
     def write_upload(self, token: str, filename: str, stream: BinaryIO, max_bytes: int) -> int:
         """Copy a stream to disk, refusing more than ``max_bytes``; returns the size."""
-        path = self.upload_path(token, filename)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        size = 0
-        try:
-            with open(path, "wb") as f:
-                while chunk := stream.read(1 << 20):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PayloadTooLarge(f"file: must be at most {max_bytes // 2**20} MB")
-                    f.write(chunk)
-        except PayloadTooLarge:
-            shutil.rmtree(path.parent, ignore_errors=True)
-            raise
-        except OSError as exc:
-            raise StorageError(f"could not store upload: {exc}") from exc
-        return size
+        with self.upload_writer(token, filename, max_bytes) as writer:
+            while chunk := stream.read(1 << 20):
+                writer.write(chunk)
+        return writer.size
+
+    def upload_writer(self, token: str, filename: str, max_bytes: int) -> "CappedWriter":
+        """A file to write an upload into chunk by chunk as it arrives (see ``CappedWriter``)."""
+        return CappedWriter(self.upload_path(token, filename), max_bytes)
 
     def save_output(self, src: Path, filename: str) -> str:
         """Move a finished file into place; return its URL path (relative to the public base)."""
@@ -74,3 +66,33 @@ class LocalStorage:
         if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", token):
             raise NotFound("file not found")
         return self.root / kind / token / safe_name(filename)
+
+
+class CappedWriter:
+    """Writes chunks to a new file and refuses the one that takes it past ``max_bytes``
+    (413); on any error the partial file is removed."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path, self.max_bytes, self.size = path, max_bytes, 0
+
+    def __enter__(self) -> "CappedWriter":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")
+        except OSError as exc:
+            raise StorageError(f"could not store upload: {exc}") from exc
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise PayloadTooLarge(f"file: must be at most {self.max_bytes // 2**20} MB")
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            raise StorageError(f"could not store upload: {exc}") from exc
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.close()
+        if exc_type is not None:
+            shutil.rmtree(self.path.parent, ignore_errors=True)

@@ -46,6 +46,8 @@ async def pricing(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     c = ctx(request)
     body = await json_body(request, required=True)
     model_id = body.get("model_id") or body.get("model")
+    if not isinstance(model_id, str):
+        raise InvalidInput("model_id", "is required: a model id such as " + next(iter(c.engines)))
     if model_id not in c.engines:
         raise NotFound(f"model not found: {model_id}")
     inputs = body.get("inputs") or {}

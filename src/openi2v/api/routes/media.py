@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import mimetypes
+import re
 
-from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from openi2v.api import headers
 from openi2v.api.context import json_body, Context, api_key, ctx
 from openi2v.api.schemas import envelope, iso
 from openi2v.errors import InvalidInput, PayloadTooLarge
+from openi2v.media.filetypes import OCTET_STREAM, file_type
 from openi2v.storage.local import safe_name
 from openi2v.store import Upload
 
 router = APIRouter()
+CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}")
+MULTIPART_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
 
 
 @router.post("/api/v3/media/uploads")
@@ -29,7 +35,8 @@ async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> JSO
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise InvalidInput("size", "must be a non-negative integer")
     _check_size(c, size)
-    content_type = body.get("content_type") or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    content_type = _content_type(body.get("content_type")) or mimetypes.guess_type(filename)[0] \
+        or "application/octet-stream"
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(filename), content_type, size,
                                      c.settings.upload_ticket_ttl_s)
     base = c.base_url(request)
@@ -47,16 +54,30 @@ async def put_upload(token: str, request: Request) -> JSONResponse:
     if declared and declared.isdigit():
         _check_size(c, int(declared))
     upload = await run_in_threadpool(c.uploads.consume_ticket, token)
-    body = await request.body()
-    size = await run_in_threadpool(_write, c, upload, body)
+    # streamed to disk as it arrives; the cap holds with or without a Content-Length
+    with c.storage.upload_writer(upload.token, upload.filename, c.settings.max_upload_mb * 2**20) as writer:
+        async for chunk in request.stream():
+            writer.write(chunk)
+    size = writer.size
     await run_in_threadpool(c.uploads.set_size, token, size)
     return envelope({"download_url": _upload_data(upload, c.base_url(request))["download_url"], "size": size})
 
 
-@router.post("/api/v3/media/upload/binary")
-async def upload_binary(file: UploadFile, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
+@router.post("/api/v3/media/upload/binary", openapi_extra=MULTIPART_SCHEMA)
+async def upload_binary(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
+    """The legacy multipart upload: one part named ``file``. The form is parsed here rather than by
+    FastAPI, whose parse errors (an over-long body among them) all become one 400."""
     c = ctx(request)
-    content_type = file.content_type or mimetypes.guess_type(file.filename or "")[0] or "application/octet-stream"
+    async with request.form(max_files=1, max_fields=8) as form:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise InvalidInput("file", "is required: a multipart/form-data part named file")
+        return await _store_binary(c, request, key_id, file)
+
+
+async def _store_binary(c: Context, request: Request, key_id: int, file: UploadFile) -> JSONResponse:
+    content_type = _content_type(file.content_type) or mimetypes.guess_type(file.filename or "")[0] \
+        or "application/octet-stream"
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(file.filename or "upload"), content_type,
                                      0, 0, True)
     size = await run_in_threadpool(c.storage.write_upload, upload.token, upload.filename, file.file,
@@ -70,9 +91,14 @@ async def upload_binary(file: UploadFile, request: Request, key_id: int = Depend
 @router.get("/media/{token}/{filename}")
 @router.get("/files/{token}/{filename}")
 def serve_file(token: str, filename: str, request: Request) -> FileResponse:
+    """A user's file, which must never run as a page on our origin: its type comes from its bytes,
+    anything but media we accept is a download, and a sandbox CSP covers whatever a browser renders."""
     kind = request.url.path.split("/", 2)[1]
     path = ctx(request).storage.resolve(kind, token, filename)
-    return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+    media_type = file_type(path)
+    media = media_type != OCTET_STREAM
+    return FileResponse(path, media_type=media_type, filename=path.name, headers=headers.user_file(media),
+                        content_disposition_type="inline" if media else "attachment")
 
 
 def _upload_data(upload: Upload, base: str) -> dict:
@@ -87,5 +113,12 @@ def _check_size(c: Context, size: int) -> None:
         raise PayloadTooLarge(f"size: must be at most {c.settings.max_upload_mb} MB")
 
 
-def _write(c: Context, upload: Upload, body: bytes) -> int:
-    return c.storage.write_upload(upload.token, upload.filename, io.BytesIO(body), c.settings.max_upload_mb * 2**20)
+def _content_type(value: object) -> str | None:
+    """A client's declared type, kept only as a label (files are served by what their bytes are)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = value.split(";", 1)[0].strip()  # parameters (charset=...) say nothing about media
+    if not isinstance(value, str) or not CONTENT_TYPE.fullmatch(value):
+        raise InvalidInput("content_type", "must be a media type such as image/png")
+    return value.lower()

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import time
 from functools import partial
-from urllib.parse import urlsplit
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,8 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from openi2v.api.context import Context, api_key, ctx, json_body
 from openi2v.api.schemas import envelope, prediction_data
 from openi2v.domain.billing import price_micros
-from openi2v.domain.inputs import MEDIA_FIELDS, VideoRequest, check_audio, check_image, parse_request
+from openi2v.domain.inputs import (MEDIA_FIELDS, VideoRequest, check_audio, check_url, inspect_image, parse_flag,
+                                   parse_request)
 from openi2v.domain.prediction import Status
+from openi2v.media.filetypes import HEAD_BYTES, sniff
 from openi2v.errors import InvalidInput, NotFound
 from openi2v.store import Prediction
 
@@ -37,12 +38,12 @@ async def history(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     body = await json_body(request, required=False)
     page = _int_field(body, "page", 1, 1, 10**6)
     page_size = _int_field(body, "page_size", 20, 1, 100)
-    status = body.get("status") or None
+    status = _str_field(body, "status")
     if status is not None and status not in {s.value for s in Status}:
         raise InvalidInput("status", f"must be one of {', '.join(s.value for s in Status)}")
     c = ctx(request)
     total, items = await run_in_threadpool(
-        c.predictions.history, key_id, page, page_size, body.get("model") or None, status,
+        c.predictions.history, key_id, page, page_size, _str_field(body, "model"), status,
         _time_field(body, "created_after"), _time_field(body, "created_before"))
     base = c.base_url(request)
     return envelope({"page": page, "page_size": page_size, "total": total,
@@ -55,13 +56,14 @@ async def submit(model_path: str, request: Request, key_id: int = Depends(api_ke
     if model_path not in c.engines:
         raise NotFound(f"model not found: {model_path}")
     body = await json_body(request, required=True)
-    webhook = _webhook(c, request, body)
+    base64_output, sync = parse_flag(body, "enable_base64_output"), parse_flag(body, "enable_sync_mode")
+    webhook = _webhook(c, request, base64_output)
     req = parse_request(body)
     inputs = await run_in_threadpool(_store_local_media, c, key_id, req)
     price = price_micros(c.settings.price_for(model_path), req.duration)
     p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
-                                bool(body.get("enable_base64_output")), webhook)
-    if body.get("enable_sync_mode"):
+                                base64_output, webhook)
+    if sync:
         return await _wait(c, request, p)
     return envelope(await _data(c, request, p))
 
@@ -101,10 +103,10 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, 
         if field == "audio":
             check_audio(field, data)
         else:
-            check_image(field, data)
+            inspect_image(field, data)
         if ref.startswith("data:"):
-            content_type = ref[5:].split(";", 1)[0]
-            name = f"{field}.{content_type.rsplit('/', 1)[-1] or 'bin'}"
+            content_type = sniff(data[:HEAD_BYTES])
+            name = f"{field}.{content_type.rsplit('/', 1)[-1]}"
             upload = c.uploads.create(key_id, name, content_type, len(data), 0, received=True)
             path = c.storage.upload_path(upload.token, name)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,18 +115,24 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, 
     return inputs
 
 
-def _webhook(c: Context, request: Request, body: dict) -> dict[str, str] | None:
+def _webhook(c: Context, request: Request, base64_output: bool) -> dict[str, str] | None:
     """``?webhook=<url>``: where the result is POSTed when the prediction ends (query string, as hosted)."""
     url = request.query_params.get("webhook")
     if not url:
         return None
-    if body.get("enable_base64_output"):
+    if base64_output:
         raise InvalidInput("webhook", "webhook callback does not support base64 output, please use the normal API "
                                       "to use base64 output")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
-        raise InvalidInput("webhook", "must be an http(s) URL of at most 2048 characters")
-    return {"url": url, "base": c.base_url(request)}
+    return {"url": check_url("webhook", url), "base": c.base_url(request)}
+
+
+def _str_field(body: dict, field: str) -> str | None:
+    value = body.get(field)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    return value
 
 
 def _int_field(body: dict, field: str, default: int, lo: int, hi: int) -> int:
