@@ -1,9 +1,11 @@
-"""Engines for the process-isolation tests: built in the child by "tests.engine_fixtures:Flaky"."""
+"""Engines that misbehave on purpose, named by import path: built in the isolation tests' child by
+"tests.engine_fixtures:Flaky", and by an end-to-end server from OPENI2V_ENGINES ("tests.engine_fixtures:Gated")."""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -40,3 +42,19 @@ class Flaky:
         n = job.duration * 8
         write_mp4(video, (np.full((32, 32, 3), 128, np.uint8) for _ in range(n)), fps=8, width=32, height=32)
         return EngineResult(video, 32, 32, 8, n, {"engine": self.name, "pid": self.pid})
+
+
+class Gated(Flaky):
+    """Flaky's clip, but each render holds at 10 % until the file named by $GATED_ENGINE_GATE exists,
+    checking ``cancelled()`` while it waits: a test makes "mid-render" happen instead of racing for it."""
+
+    name = "gated"
+
+    def run(self, job: EngineJob, progress: Progress, cancelled: CancelCheck) -> EngineResult:
+        progress(0.1)
+        gate = Path(os.environ["GATED_ENGINE_GATE"])
+        while not gate.exists():
+            if cancelled():
+                raise Cancelled()
+            time.sleep(0.05)
+        return super().run(job, progress, cancelled)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -31,16 +32,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
           api_processes: Optional[int] = typer.Option(None, help="Processes answering HTTP (default: one per core, at most 4)."),
           dev: bool = typer.Option(False, help="Create (first start) and print a development API key.")) -> None:
     """Run the API with its worker processes beside it."""
-    import uvicorn
-
-    from openi2v.api.app import create_app
-    from openi2v.store import Database
+    from openi2v.api import server
     from openi2v.worker.loop import WorkerPool
 
+    settings = _servable_settings(workers=workers, api_processes=api_processes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(workers=workers, api_processes=api_processes)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    Database(settings.db_url).migrate()  # once, before any API process starts
     url = settings.public_url.rstrip("/") or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
     typer.echo(f"OpenI2V {url}")
     typer.echo(f"  API:        {url}/api/v3/{KLING_MODEL}")
@@ -50,14 +46,56 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     pool = WorkerPool(settings, settings.workers)
     pool.start()
     try:
-        options = dict(host=host, port=port, log_level="warning", access_log=False)
-        if settings.http_processes > 1:
-            # each process builds its own app from the environment's settings
-            uvicorn.run("openi2v.api.app:app_from_env", factory=True, workers=settings.http_processes, **options)
-        else:
-            uvicorn.run(create_app(settings), **options)
+        server.run(settings, host, port)
     finally:
         pool.stop()
+
+
+def _servable_settings(**overrides) -> Settings:
+    """The settings, checked before any API process or worker starts: a configuration that could
+    only fail (a malformed value, an engine that cannot start, a database that cannot be used)
+    exits at once with one line naming the setting to fix. The database is migrated here, once."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from openi2v.engines import registry
+
+    try:
+        settings = _settings(**overrides)
+        registry.check(settings)
+    except ValidationError as exc:
+        _exit_config("; ".join(f"OPENI2V_{str(e['loc'][0]).upper()}: {e['msg'].lower()} (got {e['input']!r})"
+                               for e in exc.errors()))
+    except SettingsError as exc:  # a JSON setting that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        _exit_config(f"OPENI2V_{field.group(1).upper()}: cannot parse the value ({exc.__cause__})"
+                     if field else str(exc))
+    except ValueError as exc:  # registry.check's sentences name their setting
+        _exit_config(str(exc))
+    _migrate(settings)
+    return settings
+
+
+def _migrate(settings: Settings) -> None:
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from openi2v.store import Database
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _exit_config(f"OPENI2V_DATA_DIR: {exc}")
+    try:
+        Database(settings.db_url).migrate()
+    except (ArgumentError, ImportError) as exc:  # a malformed URL, or one whose driver is not installed
+        _exit_config(f"OPENI2V_DATABASE_URL: {type(exc).__name__}: {exc}")
+    except OperationalError as exc:  # no such server, database or user; a wrong password
+        _exit_config(f"OPENI2V_DATABASE_URL: cannot connect: {str(exc.orig).strip().splitlines()[0]}")
+
+
+def _exit_config(message: str) -> NoReturn:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)  # one line, whatever the message held
+    raise typer.Exit(2)
 
 
 def _dev_key(settings: Settings) -> str:

@@ -19,9 +19,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
+    # ROOT on the path: OPENI2V_ENGINES may name a test engine ("tests.engine_fixtures:Gated")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, OPENI2V_DATA_DIR=str(data_dir), OPENI2V_SHORT_SIDE="480", OPENI2V_LEASE_S="3",
-               OPENI2V_HEARTBEAT_S="0.5", OPENI2V_POLL_S="0.1")
+               OPENI2V_HEARTBEAT_S="0.5", OPENI2V_POLL_S="0.1", PYTHONPATH=path)
     env.update(extra)
     return env
 

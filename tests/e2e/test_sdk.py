@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 import requests
@@ -17,7 +19,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("e2e")).start()
+    # loopback image URLs allowed: the unreachable-image test reaches a refused port, not the SSRF guard
+    s = Server(tmp_path_factory.mktemp("e2e"), OPENI2V_FETCH_ALLOW_PRIVATE="true").start()
     yield s
     s.stop()
 
@@ -57,11 +60,17 @@ def test_run_sync_mode(client, photo_file):
     assert out["outputs"][0].endswith(".mp4")
 
 
-def test_run_no_throw_on_a_failing_job(client):
-    res = client.run_no_throw(KLING_MODEL, {"image": "http://127.0.0.1:9/none.png", "prompt": "x"},
-                              poll_interval=0.2)
-    assert res["status"] == "failed" and res["task_id"]
-    assert "image:" in res["error"]
+def test_run_no_throw_on_an_unreachable_image(client, server, key):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: the port is ours and a connection is refused
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/none.png"
+        res = client.run_no_throw(KLING_MODEL, {"image": url, "prompt": "x"}, poll_interval=0.2)
+    assert res["status"] == "failed" and res["outputs"] is None
+    d = httpx.get(f"{server.url}/api/v3/predictions/{res['task_id']}/result",
+                  headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    assert (d["status"], d["code"]) == ("failed", 1402)
+    assert d["error"].startswith(f"image: could not download {url} (ConnectError: ")
+    assert d["error"] in res["error"]  # the SDK reports the server's message
 
 
 def test_get_result_of_unknown_id(client):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import time
 
 import pytest
@@ -61,7 +62,7 @@ def test_submit_poll_complete_and_charge(api, photo_png):
                     "mystery": True})
     assert r.status_code == 200
     body = r.json()
-    assert "error" not in body
+    assert set(body) == {"code", "message", "data"}  # the v3 envelope: nothing beside it
     d = body["data"]
     assert (body["code"], d["status"], d["outputs"], d["has_nsfw_contents"], d["error"]) == (200, "created", [], [], "")
     assert d["urls"]["get"] == f"http://testserver/api/v3/predictions/{d['id']}/result"
@@ -135,13 +136,21 @@ def test_insufficient_balance_is_403_and_holds_count(api, photo_png):
     assert api.submit({**body, "duration": 10}, key=api.new_key(0.5)).status_code == 403
 
 
-def test_unreachable_image_fails_with_1402_and_costs_nothing(api):
-    pid = api.submit({"image": "http://127.0.0.1:9/missing.png", "prompt": "x"}).json()["data"]["id"]
-    api.drain()
-    d = api.result(pid).json()["data"]
-    assert d["status"] == "failed" and d["code"] == 1402 and d["outputs"] == []
-    assert "image:" in d["error"] and isinstance(d["error"], str)
-    assert api.client.get("/api/v3/balance", headers=api.h()).json()["data"]["balance"] == pytest.approx(10.0)
+def test_unreachable_image_fails_with_1402_and_costs_nothing(settings):
+    settings.fetch_allow_private = True  # past the SSRF guard, to a loopback port where nothing listens
+    api = Api(settings)
+    with socket.socket() as unused, api.client:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: the port is ours and a connection is refused
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/missing.png"
+        pid = api.submit({"image": url, "prompt": "x"}).json()["data"]["id"]
+        api.drain()
+        body = api.result(pid).json()
+        d = body["data"]
+        # a failed prediction is data: the answer is the plain envelope, the error inside it
+        assert (body["code"], body["message"], set(body)) == (200, "success", {"code", "message", "data"})
+        assert (d["status"], d["code"], d["outputs"]) == ("failed", 1402, [])
+        assert d["error"].startswith(f"image: could not download {url} (ConnectError: ")
+        assert api.client.get("/api/v3/balance", headers=api.h()).json()["data"]["balance"] == pytest.approx(10.0)
 
 
 def test_ticket_upload_then_use_as_image(api, photo_png):

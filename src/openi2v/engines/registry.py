@@ -1,9 +1,11 @@
 """Model id -> engine, chosen in configuration (``Settings.engines``).
 
 An engine name is "motion" (the CPU camera engine), a diffusion preset from the catalog,
-or "auto". Building engines is cheap everywhere (the API process builds them to describe
+"auto", or a class of your own named by import path ("module:Class", built in-process with
+no arguments). Building engines is cheap everywhere (the API process builds them to describe
 and validate models); a diffusion engine's pipeline loads in its own child process when a
-worker first needs it.
+worker first needs it. ``check`` tells ``openi2v serve`` before it starts anything whether
+the configured engines can start, in a sentence naming the setting to fix.
 """
 
 from __future__ import annotations
@@ -43,22 +45,30 @@ def gpu_available() -> bool:
 
 
 def resolve(settings: Settings) -> dict[str, str]:
-    """Model id -> "motion" or a preset name: ``auto`` decided, and each preset in use also
-    served under its own model id."""
+    """Model id -> "motion", a preset name or a "module:Class": ``auto`` decided, and each preset in
+    use also served under its own model id."""
     out: dict[str, str] = {}
     for model_id, name in settings.engines.items():
         if name == "auto":
             name = _auto(settings)
-        elif name != "motion" and name not in PRESETS:
-            raise ValueError(f"unknown engine {name!r} for model {model_id}; choose motion, auto or one of "
-                             f"{', '.join(PRESETS)}")
+        elif name != "motion" and name not in PRESETS and not is_import_path(name):
+            raise ValueError(f"OPENI2V_ENGINES: unknown engine {name!r} for model {model_id}; choose motion, auto, "
+                             f"a class as module:Class, or one of {', '.join(PRESETS)}")
         out[model_id] = name
-    for name in set(out.values()) - {"motion"}:
+    for name in set(out.values()) & set(PRESETS):
         out.setdefault(get_preset(name).model_id, name)
     return out
 
 
+def is_import_path(name: str) -> bool:
+    """A team's own engine class, "module:Class" (no engine or preset name has a colon)."""
+    return ":" in name
+
+
 def _auto(settings: Settings) -> str:
+    if settings.auto_preset not in PRESETS:
+        raise ValueError(f"OPENI2V_AUTO_PRESET: unknown preset {settings.auto_preset!r}; choose one of "
+                         f"{', '.join(PRESETS)}")
     preset = get_preset(settings.auto_preset)
     weights = local_weights(settings, preset)  # checked first: importing torch costs seconds
     if weights is None:
@@ -70,6 +80,45 @@ def _auto(settings: Settings) -> str:
         return "motion"
     log.info("engine auto: serving %s from %s on %s", preset.name, weights, settings.device)
     return preset.name
+
+
+def check(settings: Settings) -> None:
+    """Raise ValueError, in a sentence naming the setting, when a configured engine cannot start here.
+
+    An unknown name, a class that does not import or build, and a preset that could only fail
+    every job it took (task code 1403): one with a malformed override, without diffusers and
+    torch, without its weights on this machine (engines never download), or on a CUDA device
+    this machine does not have.
+    """
+    for name in set(resolve(settings).values()) - {"motion"}:
+        if is_import_path(name):
+            imported_engine(name)
+        else:
+            _check_preset(settings, name)
+
+
+def _check_preset(settings: Settings, name: str) -> None:
+    from openi2v.engines.accel import Speedups
+
+    try:
+        Speedups.parse(settings.speedups.split(","))
+    except ValueError as exc:
+        raise ValueError(f"OPENI2V_SPEEDUPS: {exc}") from exc
+    try:
+        preset = diffusion_preset(settings, name)
+    except ValueError as exc:
+        raise ValueError(f"OPENI2V_DIFFUSION_SIZE: {exc}") from exc
+    missing = [m for m in ("torch", "diffusers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"OPENI2V_ENGINES: preset {name} needs {' and '.join(missing)}, not installed here: "
+                         "pip install -e '.[diffusion]'")
+    if local_weights(settings, preset) is None:
+        where = settings.weights_root / preset.weights_name
+        raise ValueError(f"OPENI2V_ENGINES: preset {name} has no weights in {where} "
+                         f"or the Hugging Face cache: run `openi2v models pull {name}` (or set OPENI2V_WEIGHTS_DIR)")
+    if settings.device.startswith("cuda") and not gpu_available():
+        raise ValueError(f"OPENI2V_DEVICE: {settings.device}, but this machine has no CUDA GPU for preset {name}; "
+                         "set OPENI2V_DEVICE=cpu or serve motion")
 
 
 def build_engines(settings: Settings) -> dict[str, Engine]:
@@ -86,10 +135,23 @@ def build_engines(settings: Settings) -> dict[str, Engine]:
 def _build(settings: Settings, name: str) -> Engine:
     if name == "motion":
         return in_process_engine(settings, name)
+    if is_import_path(name):
+        return imported_engine(name)
     from openi2v.engines.isolated import IsolatedEngine
 
     factory, kwargs = diffusion_spec(settings, name)
     return IsolatedEngine(factory, kwargs, name, kwargs["preset"].summary)
+
+
+def imported_engine(name: str) -> Engine:
+    """A team's own engine class, named "module:Class", built in this process with no arguments
+    (as uvicorn builds an app from its import string)."""
+    from openi2v.engines.isolated import import_factory
+
+    try:
+        return import_factory(name)()
+    except Exception as exc:  # whatever importing or building it raised: the setting to fix, and why
+        raise ValueError(f"OPENI2V_ENGINES: cannot build engine {name!r} ({type(exc).__name__}: {exc})") from exc
 
 
 def in_process_engine(settings: Settings, name: str, weights: Path | None = None) -> Engine:
@@ -120,5 +182,7 @@ def diffusion_preset(settings: Settings, name: str) -> Preset:
     size = None
     if settings.diffusion_size:
         w, _, h = settings.diffusion_size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            raise ValueError(f"must be WxH, e.g. 832x480 (got {settings.diffusion_size!r})")
         size = (int(w), int(h))
     return get_preset(name).with_overrides(steps=settings.diffusion_steps or None, size=size)
