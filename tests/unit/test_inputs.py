@@ -165,3 +165,12 @@ def test_data_uri_must_be_base64():
     assert decode_data_uri("image", "data:image/png;base64," + base64.b64encode(b"abc").decode()) == b"abc"
     with pytest.raises(InvalidInput, match="image: data URI holds invalid base64"):
         decode_data_uri("image", "data:image/png;base64,@@@")
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_keeps_enough_pixels():
+    big = pictures.encode(Image.new("RGB", (8800, 4400), (90, 140, 200)), "JPEG")
+    img = check_image("image", big)
+    assert img.size == (4400, 2200)  # 1/2 scale: the short side stays >= 2160
+    assert img.getpixel((100, 100)) == pytest.approx((90, 140, 200), abs=2)
+    small = pictures.encode(Image.new("RGB", (4000, 3000)), "JPEG")
+    assert check_image("image", small).size == (4000, 3000)  # 1/2 would leave a short side of 1500

@@ -50,6 +50,7 @@ MAX_URL = 2048
 MEDIA_FIELDS = ("image", "last_image", "audio")
 # What the demuxer is told for each audio type the bytes can show (an MP4 with a video brand may hold audio).
 AUDIO_CONTAINERS = {"audio/wav": "wav", "audio/mp4": "mp4", "video/mp4": "mp4", "audio/mpeg": "mp3", "audio/aac": "aac"}
+DECODED_SHORT_SIDE = 2160  # what the worker keeps of a large JPEG (see _downscale_early)
 # Decoding a large image holds its pixels (up to 160 MB at 40 MP): at most this many at once per
 # process, so a burst of big images queues here instead of multiplying a process's memory.
 _DECODES = threading.BoundedSemaphore(2)
@@ -224,10 +225,20 @@ def check_image(field: str, data: bytes) -> Image.Image:
     img = _open_image(field, data)
     with _DECODES:
         try:
+            _downscale_early(img)
             img.load()
         except Exception as exc:
             raise InvalidInput(field, "is truncated or not a decodable image") from exc
         return to_rgb(ImageOps.exif_transpose(img))
+
+
+def _downscale_early(img: Image.Image) -> None:
+    """A large JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps its short side at least
+    ``DECODED_SHORT_SIDE``: no engine uses more (1080p output, zoomed in up to 2x), and the pixels
+    held shrink up to 64 times. A PNG has no such scale and is decoded whole."""
+    scale = DECODED_SHORT_SIDE / min(img.size)
+    if img.format == "JPEG" and scale < 0.5:
+        img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
 
 
 def _open_image(field: str, data: bytes) -> Image.Image:
