@@ -21,6 +21,7 @@ ATTACKS = [
     ("chunked PUT of 1 GB", attacks.chunked_put, {}),
     ("JSON submit of 300 MB (Content-Length)", attacks.big_json, {}),
     ("JSON submit of 300 MB (chunked)", attacks.big_json, {"chunked": True}),
+    ("JSON submit of 30 MB of tiny values", attacks.many_values, {}),
     ("ten 40-MP PNG submits at once", attacks.many_pixels_submits, {}),
 ]
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Callable
 
 import httpx
 
-from openi2v.errors import MediaUnavailable
+from openi2v.domain.inputs import check_url
+from openi2v.errors import InvalidInput, MediaUnavailable
 
 if TYPE_CHECKING:
     from openi2v.config import Settings
@@ -200,13 +201,9 @@ class OutboundGuard:
 
 
 def _parse(field: str, url: str) -> httpx.URL:
-    """The URL as httpx will send it: http(s), with a host and a port in 1-65535."""
+    """The URL as httpx will send it, under the submit's rules (``inputs.check_url``): a redirect's
+    target, or a URL stored before those rules, may break them."""
     try:
-        target = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise MediaUnavailable(f"{field}: not a valid URL ({exc})") from exc
-    if target.scheme not in DEFAULT_PORTS or not target.raw_host:
-        raise MediaUnavailable(f"{field}: only http(s) URLs with a host can be fetched")
-    if target.port is not None and not 1 <= target.port <= 65535:
-        raise MediaUnavailable(f"{field}: the port must be between 1 and 65535")
-    return target
+        return check_url(field, url)
+    except InvalidInput as exc:
+        raise MediaUnavailable(exc.message) from exc

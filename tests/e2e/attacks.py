@@ -89,6 +89,14 @@ def big_json(url: str, key: str, total: int = 300 * MB, chunked: bool = False) -
     return _send(lambda: httpx.post(f"{url}/api/v3/{KLING_MODEL}", content=content, headers=h, timeout=120))
 
 
+def many_values(url: str, key: str, total: int = 30 * MB) -> int | None:
+    """A submit under the size limit made of tiny values (``[{},{},...]``): a few bytes each on the
+    wire, about a hundred once parsed."""
+    h = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    content = b'{"prompt":[' + b"{}," * (total // 3) + b"{}]}"
+    return _send(lambda: httpx.post(f"{url}/api/v3/{KLING_MODEL}", content=content, headers=h, timeout=120))
+
+
 def many_pixels_png() -> bytes:
     """A small PNG (tens of KB) just under the 40-megapixel cap: 160 MB of pixels once decoded."""
     buf = io.BytesIO()

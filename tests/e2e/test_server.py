@@ -11,10 +11,12 @@ import time
 import pytest
 
 from openi2v.config import KLING_MODEL
+from tests import pictures
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
 HEADER_TIMEOUT_S = 2.0
+SYNC_S = 2 * HEADER_TIMEOUT_S  # a sync-mode submit with no worker answers 5004 after this: a long answer
 GUARD_S = 60  # a guard against a hang, not a speed limit: without the bound a server waits for ever
 
 
@@ -22,7 +24,7 @@ GUARD_S = 60  # a guard against a hang, not a speed limit: without the bound a s
 def server(request, tmp_path_factory):
     """Both ways `serve` runs uvicorn: the app in-process, and a factory in several worker processes."""
     s = Server(tmp_path_factory.mktemp("http"), workers=0, OPENI2V_API_PROCESSES=str(request.param),
-               OPENI2V_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S)).start()
+               OPENI2V_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S), OPENI2V_SYNC_TIMEOUT_S=str(SYNC_S)).start()
     yield s
     s.stop()
 
@@ -87,3 +89,17 @@ def test_a_slow_but_complete_request_is_answered(server):
         status, answer = read_response(sock)
     assert status == 200, answer
     assert json.loads(answer)["data"]["price"] == pytest.approx(0.70)
+
+
+def test_a_long_answer_is_not_cut_by_a_request_pipelined_behind_it(server):
+    """The bound is on a client's own headers: a request queued behind one still being answered
+    waits on the server, and must not start the clock that would close the connection."""
+    key = server.new_key(1.0)
+    body = json.dumps({"image": pictures.data_uri(), "prompt": "x", "enable_sync_mode": True}).encode()
+    with connect(server) as sock:
+        sock.sendall(f"POST /api/v3/{KLING_MODEL} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.5)  # the submit is being answered (it waits SYNC_S) ...
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # ... when the next request's first line arrives
+        status, answer = read_response(sock)
+    assert status == 200 and json.loads(answer)["data"]["code"] == 5004, answer

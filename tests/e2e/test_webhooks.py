@@ -1,7 +1,8 @@
 """Webhooks from a real server to a real receiver on loopback: signed, bare, on success and failure, retried.
 
-The server retries a failed delivery once, RETRY_DELAY_S later (OPENI2V_WEBHOOK_RETRY_DELAYS), so a
-quiet window several times that long shows that no other call was coming."""
+The server retries a failed delivery once, RETRY_DELAY_S later (OPENI2V_WEBHOOK_RETRY_DELAYS). That
+no other call is coming is read from the server's outbox: a delivery recorded as delivered or given
+up is never sent again."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import httpx
 import pytest
 
 from openi2v.config import KLING_MODEL
+from openi2v.store import Database, WebhookStore
 from tests import pictures
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
 RETRY_DELAY_S = 1
-QUIET_S = 5 * RETRY_DELAY_S  # longer than the schedule's one retry could take to come
 
 
 class Receiver:
@@ -54,10 +55,19 @@ class Receiver:
         assert len(self.calls) >= n, f"{len(self.calls)} webhook calls, expected {n}"
         return self.calls
 
-    def no_more_than(self, n: int) -> None:
-        """After a window in which any retry would have come, still exactly ``n`` calls."""
-        time.sleep(QUIET_S)
-        assert len(self.calls) == n, f"{len(self.calls)} webhook calls, expected no more than {n}"
+    def settled_after(self, server: Server, n: int, *ids: str) -> None:
+        """Once the server has recorded each delivery as delivered or given up (its schedule over),
+        exactly ``n`` calls came."""
+        outbox = WebhookStore(Database(f"sqlite:///{server.env['OPENI2V_DATA_DIR']}/openi2v.db"))
+        deadline = time.monotonic() + 60  # a guard against a hang, not a speed limit
+        while not all(_settled(outbox.status(pid)) for pid in ids):
+            assert time.monotonic() < deadline, [outbox.status(pid) for pid in ids]
+            time.sleep(0.05)
+        assert len(self.calls) == n, f"{len(self.calls)} webhook calls, expected {n}"
+
+
+def _settled(status: dict | None) -> bool:
+    return status is not None and (status["delivered_at"] is not None or status["gave_up_at"] is not None)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +116,7 @@ def test_completed_and_failed_predictions_post_a_signed_bare_prediction(server):
     assert httpx.get(ok["outputs"][0]).headers["content-type"] == "video/mp4"
     failed = json.loads(by_id[broken][1])
     assert failed["status"] == "failed" and failed["outputs"] == [] and "could not download" in failed["error"]
-    receiver.no_more_than(2)  # both answered 200: neither is sent again
+    receiver.settled_after(server, 2, done, broken)  # both answered 200: neither is sent again
 
 
 @pytest.mark.parametrize("fail_first", [1, 1000], ids=["then-answered", "never-answered"])
@@ -117,7 +127,7 @@ def test_a_failed_delivery_is_retried_once_with_the_same_webhook_id(server, fail
     first, second = receiver.wait(2)[:2]
     assert first[0]["webhook-id"] == second[0]["webhook-id"] == pid
     assert json.loads(first[1]) == json.loads(second[1])
-    receiver.no_more_than(2)  # delivered, or the schedule's one retry spent: not sent again
+    receiver.settled_after(server, 2, pid)  # delivered, or the schedule's one retry spent: not sent again
 
 
 def test_webhook_rules_at_submit(server):

@@ -170,8 +170,8 @@ UPLOAD_FIELDS = {
 # path -> (the keys its bodies are made of, the fields its messages may name, the statuses it may answer)
 ENDPOINTS = {
     SUBMIT: (SUBMIT_FIELDS, {*SUBMIT_FIELDS, "webhook"}, {200, 400, 413}),
-    HISTORY: (HISTORY_FIELDS, set(HISTORY_FIELDS), {200, 400}),
-    PRICING: (PRICING_FIELDS, {*PRICING_FIELDS, "duration"}, {200, 400, 404}),  # inputs.duration is "duration"
+    HISTORY: (HISTORY_FIELDS, set(HISTORY_FIELDS), {200, 400, 413}),  # 413: over 64 KB
+    PRICING: (PRICING_FIELDS, {*PRICING_FIELDS, "duration"}, {200, 400, 404, 413}),  # inputs.duration is "duration"
     UPLOADS: (UPLOAD_FIELDS, set(UPLOAD_FIELDS), {200, 400, 413}),
 }
 

@@ -154,7 +154,7 @@ def test_every_form_of_loopback_is_refused_before_any_connection(tmp_path, site,
 
 
 def test_octal_loopback_is_refused_as_a_malformed_url(tmp_path, site):
-    assert refusal(fetcher(tmp_path), f"http://0177.0.0.1:{site.port}/img.png").startswith("image: not a valid URL")
+    assert refusal(fetcher(tmp_path), f"http://0177.0.0.1:{site.port}/img.png").startswith("image: is not a valid URL")
     assert site.hits == []
 
 
@@ -257,14 +257,14 @@ def test_tls_to_a_pinned_address_checks_the_certificate_against_the_name(tmp_pat
     try:
         client_tls = ssl.create_default_context(cafile=cert)
         f = fetcher(tmp_path, "trusted.test", Counting({"trusted.test": ["127.0.0.1"]}),
-                    httpx.HTTPTransport(verify=client_tls))
+                    httpx.AsyncHTTPTransport(verify=client_tls))
         assert f.fetch("image", f"https://trusted.test:{secure.port}/img.png", MAX) == png
         assert secure.server_names == ["trusted.test"]
         assert secure.hits[0]["host"] == f"trusted.test:{secure.port}"
         # the certificate does not name 127.0.0.1: asked for by address, the handshake fails
         g = OutboundGuard(AllowList.parse("127.0.0.1"))
         with pytest.raises(MediaUnavailable, match="could not download"):
-            MediaFetcher(LocalStorage(tmp_path / "data"), 5.0, g, httpx.HTTPTransport(verify=client_tls)).fetch(
+            MediaFetcher(LocalStorage(tmp_path / "data"), 5.0, g, httpx.AsyncHTTPTransport(verify=client_tls)).fetch(
                 "image", f"https://127.0.0.1:{secure.port}/img.png", MAX)
     finally:
         secure.close()
@@ -361,7 +361,7 @@ def test_a_webhook_to_port_99999_is_a_failed_attempt_and_its_schedule_ends(outbo
     outbox = outbox_factory("http://127.0.0.1:99999/hook", fetch_allow="127.0.0.1", webhook_retry_delays=(0, 0))
     assert outbox.until_done() == 3
     s = outbox.status()
-    assert s["gave_up_at"] is not None and s["last_error"] == "webhook: the port must be between 1 and 65535"
+    assert s["gave_up_at"] is not None and s["last_error"] == "webhook: is not a valid URL (the port must be between 1 and 65535)"
 
 
 def test_any_error_in_a_delivery_is_a_failed_attempt(outbox_factory, site):

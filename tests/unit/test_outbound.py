@@ -212,15 +212,15 @@ def test_numeric_spellings_are_judged_by_the_address_they_mean(url):
 
 
 @pytest.mark.parametrize("url,message", [
-    ("http://[::1:9911/x", "image: not a valid URL"),
-    ("http://0177.0.0.1/", "image: not a valid URL"),
-    ("http://example.com:99999/x", "image: the port must be between 1 and 65535"),
-    ("http://example.com:0/x", "image: the port must be between 1 and 65535"),
-    ("ftp://example.com/x", "image: only http(s) URLs with a host can be fetched"),
-    ("file:///etc/passwd", "image: only http(s) URLs with a host can be fetched"),
-    ("http:///x", "image: only http(s) URLs with a host can be fetched"),
-    ("javascript:alert(1)", "image: only http(s) URLs with a host can be fetched"),
-    ("", "image: only http(s) URLs with a host can be fetched"),
+    ("http://[::1:9911/x", "image: is not a valid URL"),
+    ("http://0177.0.0.1/", "image: is not a valid URL"),
+    ("http://example.com:99999/x", "image: is not a valid URL (the port must be between 1 and 65535)"),
+    ("http://example.com:0/x", "image: is not a valid URL (the port must be between 1 and 65535)"),
+    ("ftp://example.com/x", "image: must be an http(s) URL"),
+    ("file:///etc/passwd", "image: must be an http(s) URL"),
+    ("http:///x", "image: must be an http(s) URL"),
+    ("javascript:alert(1)", "image: must be an http(s) URL"),
+    ("", "image: must be an http(s) URL"),
     ("http://nowhere.example/x", "image: could not resolve host nowhere.example"),
 ])
 def test_malformed_urls_are_our_error(url, message):

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -76,14 +77,22 @@ def app_from_env() -> FastAPI:
     return create_app(Settings())
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return V3Response({"code": status, "message": message, "data": None}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return V3Response({"code": status, "message": message, "data": None}, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenI2VError)
-    async def _domain(_: Request, exc: OpenI2VError) -> JSONResponse:
-        return _error(exc.status_code, exc.message)
+    async def _domain(request: Request, exc: OpenI2VError) -> JSONResponse:
+        if exc.status_code >= 500:  # our fault (a disk, a database): the detail is for the log only
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
+            return _error(exc.status_code, "internal server error")
+        # a body refused part-way stays unread: close the connection rather than read the rest
+        return _error(exc.status_code, exc.message, {"Connection": "close"} if exc.status_code == 413 else None)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # nobody is there to read it; nothing to log
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

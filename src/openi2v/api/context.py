@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -11,8 +10,6 @@ from starlette.concurrency import run_in_threadpool
 
 from openi2v.config import Settings
 from openi2v.engines.base import Engine
-from openi2v.domain.inputs import check_text
-from openi2v.errors import InvalidInput
 from openi2v.media.images import MediaFetcher
 from openi2v.outbound import OutboundGuard
 from openi2v.storage.local import LocalStorage
@@ -74,40 +71,3 @@ async def api_key(request: Request) -> int:
     scheme, _, token = header.partition(" ")
     c = ctx(request)
     return await c.read(c.accounts.authenticate, token.strip() if scheme.lower() == "bearer" else None)
-
-
-async def json_body(request: Request, required: bool) -> dict:
-    """The request's JSON object (its size is bounded by ``api/bodies.py``): well-formed, at most
-    ``MAX_DEPTH`` levels deep, every text valid Unicode; a 400 naming the field otherwise."""
-    raw = await request.body()
-    if not raw.strip():
-        if required:
-            raise InvalidInput("body", "must be a JSON object")
-        return {}
-    try:
-        body = json.loads(raw)
-    except RecursionError as exc:
-        raise InvalidInput("body", f"must be nested at most {MAX_DEPTH} levels deep") from exc
-    except ValueError as exc:
-        raise InvalidInput("body", "must be valid JSON") from exc
-    if not isinstance(body, dict):
-        raise InvalidInput("body", "must be a JSON object")
-    _check_tree(body, "", 0)
-    return body
-
-
-MAX_DEPTH = 16
-
-
-def _check_tree(value: Any, path: str, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise InvalidInput(path, f"must be nested at most {MAX_DEPTH} levels deep")
-    if isinstance(value, str):
-        check_text(path or "body", value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(path or "body", key)
-            _check_tree(item, f"{path}.{key}" if path else key, depth + 1)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_tree(item, f"{path}[{i}]", depth + 1)

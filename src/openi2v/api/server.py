@@ -48,8 +48,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._arm()
 
     def on_message_begin(self) -> None:
+        busy = self.cycle is not None and not self.cycle.response_complete
         super().on_message_begin()
-        self._arm()
+        if not busy:  # a request pipelined behind one still being answered waits on us, not on its client
+            self._arm()
 
     def on_headers_complete(self) -> None:
         self._disarm()

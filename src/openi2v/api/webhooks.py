@@ -75,9 +75,13 @@ class WebhookSender:
         """One attempt; any error (a refused or malformed URL too) is a failed attempt, retried on
         the schedule of ``webhook_retry_delays`` and given up after its last entry."""
         try:
-            resp = await client.send(await self._request(client, d), stream=True)
-            await resp.aclose()  # the status is the answer: the body is never read
+            # httpx's timeout bounds each read; this bounds the attempt (a receiver trickling bytes)
+            async with asyncio.timeout(self.c.settings.webhook_timeout_s):
+                resp = await client.send(await self._request(client, d), stream=True)
+                await resp.aclose()  # the status is the answer: the body is never read
             error = "" if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
+        except TimeoutError:
+            error = f"no answer within {self.c.settings.webhook_timeout_s:g} s"
         except OpenI2VError as exc:
             error = exc.message
         except Exception as exc:  # whatever it is, the schedule must end: never a retry for ever

@@ -26,13 +26,14 @@ import base64
 import binascii
 import io
 import math
+import re
 import secrets
 import threading
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
 from PIL import Image, ImageOps
 
 from openi2v.errors import InvalidInput
@@ -47,6 +48,10 @@ MAX_AUDIO_BYTES = 20 * 1024 * 1024
 DURATIONS = (5, 10)
 MAX_SEED = 2**32 - 1
 MAX_URL = 2048
+# A progressive JPEG has about 10 scans; each costs a pass over the whole picture to decode, so
+# thousands in a small file would hold a decoder for minutes.
+MAX_JPEG_SCANS = 100
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}")
 MEDIA_FIELDS = ("image", "last_image", "audio")
 # What the demuxer is told for each audio type the bytes can show (an MP4 with a video brand may hold audio).
 AUDIO_CONTAINERS = {"audio/wav": "wav", "audio/mp4": "mp4", "video/mp4": "mp4", "audio/mpeg": "mp3", "audio/aac": "aac"}
@@ -104,22 +109,47 @@ def _media_ref(body: dict, field: str, required: bool) -> str | None:
         return value
     if not value[:8].lower().startswith(("http://", "https://")):
         raise InvalidInput(field, "must be an http(s) URL or a data URI")
-    return check_url(field, value)
+    check_url(field, value)
+    return value
 
 
-def check_url(field: str, value: Any) -> str:
-    """An absolute http(s) URL that can be parsed, with a host and a valid port."""
+def check_url(field: str, value: Any) -> httpx.URL:
+    """An absolute http(s) URL with a host and a port in 1-65535, parsed by httpx: the parser that
+    later sends it (``outbound.py``), so what passes here is what is fetched or called back."""
     if not isinstance(value, str) or len(value) > MAX_URL:
         raise InvalidInput(field, f"must be an http(s) URL of at most {MAX_URL} characters")
     check_text(field, value)
     try:
-        parts = urlsplit(value)
-        parts.port  # raises ValueError when out of range or not a number
-    except ValueError as exc:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise InvalidInput(field, "is not a valid URL (check the host and port)") from exc
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    if url.scheme not in ("http", "https") or not url.raw_host:
         raise InvalidInput(field, f"must be an http(s) URL of at most {MAX_URL} characters")
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise InvalidInput(field, "is not a valid URL (the port must be between 1 and 65535)")
+    return url
+
+
+def optional_str(body: dict, field: str) -> str | None:
+    """A field that, when present and not empty, must be a string (filters, ids)."""
+    value = body.get(field)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
     return value
+
+
+def parse_content_type(field: str, value: Any) -> str | None:
+    """A client's declared media type, kept only as a label (files are served by what their bytes
+    are); parameters such as ``charset=`` are dropped."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = value.split(";", 1)[0].strip()
+    if not isinstance(value, str) or not MEDIA_TYPE.fullmatch(value):
+        raise InvalidInput(field, "must be a media type such as image/png")
+    return value.lower()
 
 
 def parse_flag(body: dict, field: str) -> bool:
@@ -245,8 +275,12 @@ def _open_image(field: str, data: bytes) -> Image.Image:
     """The image's headers, judged before any pixel is decoded."""
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidInput(field, f"must be at most 10 MB (10,485,760 bytes; got {len(data):,})")
-    if not (data.startswith(b"\xff\xd8\xff") or data.startswith(b"\x89PNG\r\n\x1a\n")):
+    kind = sniff(data[:HEAD_BYTES])
+    if kind not in ("image/jpeg", "image/png"):
         raise InvalidInput(field, "must be a JPEG or PNG image")
+    scans = data.count(b"\xff\xda") if kind == "image/jpeg" else 0  # in coded data 0xff is escaped: markers only
+    if scans > MAX_JPEG_SCANS:
+        raise InvalidInput(field, f"has too many progressive scans ({scans}); at most {MAX_JPEG_SCANS}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -286,7 +320,7 @@ def audio_format(field: str, data: bytes) -> str:
     """Judge audio by its first bytes; return the container name for the demuxer."""
     if len(data) > MAX_AUDIO_BYTES:
         raise InvalidInput(field, f"must be at most 20 MB (20,971,520 bytes; got {len(data):,})")
-    fmt = AUDIO_CONTAINERS.get(sniff(data[:HEAD_BYTES]))
+    fmt = AUDIO_CONTAINERS.get(sniff(data[:HEAD_BYTES])) or ("mp4" if data[4:8] == b"ftyp" else None)
     if fmt is None:
         raise InvalidInput(field, "must be an mp3, wav, aac or m4a audio file")
     return fmt

@@ -5,6 +5,7 @@ Bytes come back raw; ``domain/inputs.py`` judges them.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import urljoin, urlsplit
 
@@ -21,7 +22,7 @@ MAX_REDIRECTS = 3
 
 class MediaFetcher:
     def __init__(self, storage: LocalStorage, timeout_s: float = 20.0, guard: OutboundGuard = OutboundGuard(),
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.storage = storage
         self.timeout_s = timeout_s
         self.guard = guard  # OutboundGuard.from_settings: which hosts a stranger's URL may reach
@@ -44,21 +45,34 @@ class MediaFetcher:
         return data if data is not None else self._remote(field, ref, max_bytes)
 
     def _remote(self, field: str, url: str, max_bytes: int) -> bytes:
+        """GET with every hop guarded, and the whole download (name lookups, redirects, headers,
+        body) within ``timeout_s``: httpx's own timeout bounds each read, which a server trickling
+        bytes would renew for ever. Async inside so that one deadline covers all of it."""
         try:
-            with httpx.Client(timeout=self.timeout_s, follow_redirects=False, trust_env=False,
-                              limits=NO_KEEPALIVE, transport=self.transport) as client:
-                for _ in range(MAX_REDIRECTS + 1):
-                    request = self.guard.request(client, "GET", field, url)  # every hop: a redirect may point inward
-                    resp = client.send(request, stream=True)
-                    try:
-                        if not resp.is_redirect:
-                            return _read_capped(field, url, resp, max_bytes)
-                        url = _next_hop(field, url, resp)
-                    finally:
-                        resp.close()
-                raise MediaUnavailable(f"{field}: too many redirects, up to {url}")
-        except httpx.HTTPError as exc:
-            raise MediaUnavailable(f"{field}: could not download {url} ({type(exc).__name__}: {exc})") from exc
+            return asyncio.run(self._download(field, url, max_bytes))
+        except TimeoutError as exc:
+            raise MediaUnavailable(f"{field}: could not download {url} (not done within {self.timeout_s:g} s)") \
+                from exc
+
+    async def _download(self, field: str, url: str, max_bytes: int) -> bytes:
+        async with asyncio.timeout(self.timeout_s):
+            try:
+                async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False, trust_env=False,
+                                             limits=NO_KEEPALIVE, transport=self.transport) as client:
+                    for _ in range(MAX_REDIRECTS + 1):
+                        # every hop is guarded: a redirect may point inward (the lookup blocks: a thread)
+                        request = await asyncio.to_thread(self.guard.request, client, "GET", field, url)
+                        request.headers["accept-encoding"] = "identity"  # the bytes as stored: nothing to inflate
+                        resp = await client.send(request, stream=True)
+                        try:
+                            if not resp.is_redirect:
+                                return await _read_capped(field, url, resp, max_bytes)
+                            url = _next_hop(field, url, resp)
+                        finally:
+                            await resp.aclose()
+                    raise MediaUnavailable(f"{field}: too many redirects, up to {url}")
+            except httpx.HTTPError as exc:
+                raise MediaUnavailable(f"{field}: could not download {url} ({type(exc).__name__}: {exc})") from exc
 
 
 def _next_hop(field: str, url: str, resp: httpx.Response) -> str:
@@ -69,11 +83,13 @@ def _next_hop(field: str, url: str, resp: httpx.Response) -> str:
         raise MediaUnavailable(f"{field}: {url} redirects to an invalid URL") from exc
 
 
-def _read_capped(field: str, url: str, resp: httpx.Response, max_bytes: int) -> bytes:
+async def _read_capped(field: str, url: str, resp: httpx.Response, max_bytes: int) -> bytes:
     if resp.status_code != 200:
         raise MediaUnavailable(f"{field}: could not download {url} (HTTP {resp.status_code})")
+    if resp.headers.get("content-encoding", "identity").lower() != "identity":  # we asked for none: no bombs
+        raise MediaUnavailable(f"{field}: could not download {url} (sent compressed, which was not asked for)")
     data = bytearray()
-    for chunk in resp.iter_bytes():
+    async for chunk in resp.aiter_bytes():
         data += chunk
         if len(data) > max_bytes:
             raise InvalidInput(field, f"must be at most {max_bytes // 2**20} MB (the file at the URL is larger)")

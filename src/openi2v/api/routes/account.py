@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from openi2v.api.context import json_body, api_key, ctx
+from openi2v.api.bodies import json_body
+from openi2v.api.context import api_key, ctx
 from openi2v.api.schemas import envelope
 from openi2v.domain.billing import billed_seconds, per_second, price_micros, to_usd
 from openi2v.domain.inputs import REQUEST_SCHEMA, parse_duration
@@ -47,7 +48,7 @@ async def pricing(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     body = await json_body(request, required=True)
     model_id = body.get("model_id") or body.get("model")
     if not isinstance(model_id, str):
-        raise InvalidInput("model_id", "is required: a model id such as " + next(iter(c.engines)))
+        raise InvalidInput("model_id", "is required: a model id (a string), as GET /api/v3/models lists them")
     if model_id not in c.engines:
         raise NotFound(f"model not found: {model_id}")
     inputs = body.get("inputs") or {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mimetypes
-import re
 
 from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
@@ -11,15 +10,16 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from openi2v.api import headers
-from openi2v.api.context import json_body, Context, api_key, ctx
+from openi2v.api.bodies import json_body
+from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, iso
+from openi2v.domain.inputs import parse_content_type
 from openi2v.errors import InvalidInput, PayloadTooLarge
 from openi2v.media.filetypes import OCTET_STREAM, file_type
 from openi2v.storage.local import safe_name
 from openi2v.store import Upload
 
 router = APIRouter()
-CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}")
 MULTIPART_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
 
@@ -35,7 +35,7 @@ async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> JSO
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise InvalidInput("size", "must be a non-negative integer")
     _check_size(c, size)
-    content_type = _content_type(body.get("content_type")) or mimetypes.guess_type(filename)[0] \
+    content_type = parse_content_type("content_type", body.get("content_type")) or mimetypes.guess_type(filename)[0] \
         or "application/octet-stream"
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(filename), content_type, size,
                                      c.settings.upload_ticket_ttl_s)
@@ -50,9 +50,6 @@ async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> JSO
 async def put_upload(token: str, request: Request) -> JSONResponse:
     """The capability URL: no key; single use; expires."""
     c = ctx(request)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit():
-        _check_size(c, int(declared))
     upload = await run_in_threadpool(c.uploads.consume_ticket, token)
     # streamed to disk as it arrives; the cap holds with or without a Content-Length
     with c.storage.upload_writer(upload.token, upload.filename, c.settings.max_upload_mb * 2**20) as writer:
@@ -76,7 +73,7 @@ async def upload_binary(request: Request, key_id: int = Depends(api_key)) -> JSO
 
 
 async def _store_binary(c: Context, request: Request, key_id: int, file: UploadFile) -> JSONResponse:
-    content_type = _content_type(file.content_type) or mimetypes.guess_type(file.filename or "")[0] \
+    content_type = parse_content_type("content_type", file.content_type) or mimetypes.guess_type(file.filename or "")[0] \
         or "application/octet-stream"
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(file.filename or "upload"), content_type,
                                      0, 0, True)
@@ -113,12 +110,3 @@ def _check_size(c: Context, size: int) -> None:
         raise PayloadTooLarge(f"size: must be at most {c.settings.max_upload_mb} MB")
 
 
-def _content_type(value: object) -> str | None:
-    """A client's declared type, kept only as a label (files are served by what their bytes are)."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, str):
-        value = value.split(";", 1)[0].strip()  # parameters (charset=...) say nothing about media
-    if not isinstance(value, str) or not CONTENT_TYPE.fullmatch(value):
-        raise InvalidInput("content_type", "must be a media type such as image/png")
-    return value.lower()

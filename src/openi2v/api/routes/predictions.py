@@ -12,11 +12,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from openi2v.api.context import Context, api_key, ctx, json_body
+from openi2v.api.bodies import json_body
+from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, prediction_data
 from openi2v.domain.billing import price_micros
-from openi2v.domain.inputs import (MEDIA_FIELDS, VideoRequest, check_audio, check_url, inspect_image, parse_flag,
-                                   parse_request)
+from openi2v.domain.inputs import (MEDIA_FIELDS, VideoRequest, check_audio, check_url, inspect_image,
+                                   optional_str, parse_flag, parse_request)
 from openi2v.domain.prediction import Status
 from openi2v.media.filetypes import HEAD_BYTES, sniff
 from openi2v.errors import InvalidInput, NotFound
@@ -38,12 +39,12 @@ async def history(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     body = await json_body(request, required=False)
     page = _int_field(body, "page", 1, 1, 10**6)
     page_size = _int_field(body, "page_size", 20, 1, 100)
-    status = _str_field(body, "status")
+    status = optional_str(body, "status")
     if status is not None and status not in {s.value for s in Status}:
         raise InvalidInput("status", f"must be one of {', '.join(s.value for s in Status)}")
     c = ctx(request)
     total, items = await run_in_threadpool(
-        c.predictions.history, key_id, page, page_size, _str_field(body, "model"), status,
+        c.predictions.history, key_id, page, page_size, optional_str(body, "model"), status,
         _time_field(body, "created_after"), _time_field(body, "created_before"))
     base = c.base_url(request)
     return envelope({"page": page, "page_size": page_size, "total": total,
@@ -55,7 +56,7 @@ async def submit(model_path: str, request: Request, key_id: int = Depends(api_ke
     c = ctx(request)
     if model_path not in c.engines:
         raise NotFound(f"model not found: {model_path}")
-    body = await json_body(request, required=True)
+    body = await json_body(request, required=True, max_bytes=c.settings.max_json_mb * 2**20)
     base64_output, sync = parse_flag(body, "enable_base64_output"), parse_flag(body, "enable_sync_mode")
     webhook = _webhook(c, request, base64_output)
     req = parse_request(body)
@@ -123,16 +124,8 @@ def _webhook(c: Context, request: Request, base64_output: bool) -> dict[str, str
     if base64_output:
         raise InvalidInput("webhook", "webhook callback does not support base64 output, please use the normal API "
                                       "to use base64 output")
-    return {"url": check_url("webhook", url), "base": c.base_url(request)}
-
-
-def _str_field(body: dict, field: str) -> str | None:
-    value = body.get(field)
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(field, "must be a string")
-    return value
+    check_url("webhook", url)
+    return {"url": url, "base": c.base_url(request)}
 
 
 def _int_field(body: dict, field: str, default: int, lo: int, hi: int) -> int:
