@@ -171,6 +171,7 @@ HOSTILE = {
     "just over 40 MP": (png_header_only(8000, 5001), "has too many pixels"),
     "truncated png": (GOOD[: len(GOOD) // 2], "is truncated or not a decodable image"),
     "truncated jpeg": (JPEG[: len(JPEG) // 2], "is truncated or not a decodable image"),
+    "jpeg of 150 scans": (JPEG[:-2] + b"\xff\xda\x00\x08" * 150 + b"\xff\xd9", "has too many progressive scans"),
     "png without its end": (GOOD[:-12], "is truncated or not a decodable image"),
     "html then png (polyglot)": (b"<html><script>alert(1)</script>" + GOOD, "must be a JPEG or PNG image"),
     "gif named png": (pictures.encode(Image.new("RGB", (400, 400)), "GIF"), "must be a JPEG or PNG image"),
@@ -254,3 +255,16 @@ def test_a_multipart_upload_without_a_file_part_is_400(api):
     r = api.client.post("/api/v3/media/upload/binary", files={"other": ("a.png", GOOD, "image/png")},
                         headers=api.h())
     refused(r, 400, "file: is required")
+
+
+def test_a_server_fault_tells_the_client_nothing_of_it(api, monkeypatch, caplog):
+    """A 5xx of ours (a full disk, say) is logged with its detail; the client reads no path."""
+    from openi2v.errors import StorageError
+
+    def full_disk(*args, **kwargs):
+        raise StorageError("could not store upload: [Errno 28] No space left on device: '/srv/secret/uploads'")
+
+    monkeypatch.setattr(api.app.state.ctx.storage, "write_upload", full_disk)
+    r = api.client.post("/api/v3/media/upload/binary", files={"file": ("a.png", GOOD, "image/png")}, headers=api.h())
+    assert r.status_code == 500 and r.json() == {"code": 500, "message": "internal server error", "data": None}
+    assert "/srv/secret/uploads" in caplog.text
