@@ -115,7 +115,8 @@ def test_values_of_the_wrong_type_are_400_naming_the_field(api, path, body, mess
 # --- URLs -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field", ["image", "last_image", "audio"])
-@pytest.mark.parametrize("url", ["http://[::1:9911/x", "http://example.com:99999/a.png", "http://example.com:x/a",
+@pytest.mark.parametrize("url", ["http://[::1:9911/x", "http://[", "http://a]b/", "http://example.com:99999/a.png",
+                                 "http://example.com:0/a.png", "http://exa\tmple.com/a.png", "http://example.com:x/a",
                                  "http:///a.png", "ftp://example.com/a.png", "http://" + "a" * 2100 + ".com/"])
 def test_bad_media_urls_are_400_at_submit(api, field, url):
     body = {"image": data_uri(GOOD), "prompt": "zoom", field: url}

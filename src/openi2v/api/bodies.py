@@ -102,20 +102,22 @@ def _parse(raw: bytes) -> dict:
         raise InvalidInput("body", "must be valid JSON") from exc
     if not isinstance(body, dict):
         raise InvalidInput("body", "must be a JSON object")
-    _check_tree(body, "", 0)
+    _check_tree(body, None, 0)
     return body
 
 
-def _check_tree(value: Any, field: str, depth: int) -> None:
-    """Depth and text of every value; an error names the top-level field that holds the fault."""
+def _check_tree(value: Any, field: str | None, depth: int) -> None:
+    """Depth and text of every value; an error names the top-level field that holds the fault
+    (``field`` is None at the top, where the body itself is named)."""
+    name = field or "body"
     if depth > MAX_DEPTH:
-        raise InvalidInput(field or "body", f"must be nested at most {MAX_DEPTH} levels deep")
+        raise InvalidInput(name, f"must be nested at most {MAX_DEPTH} levels deep")
     if isinstance(value, str):
-        check_text(field or "body", value)
+        check_text(name, value)
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_text(field or "body", key)
-            _check_tree(item, field or key, depth + 1)
+            check_text(name, key)
+            _check_tree(item, key if field is None else field, depth + 1)
     elif isinstance(value, list):
         for item in value:
             _check_tree(item, field, depth + 1)

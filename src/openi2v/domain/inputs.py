@@ -125,6 +125,8 @@ def check_url(field: str, value: Any) -> httpx.URL:
         raise InvalidInput(field, "is not a valid URL (check the host and port)") from exc
     if url.scheme not in ("http", "https") or not url.raw_host:
         raise InvalidInput(field, f"must be an http(s) URL of at most {MAX_URL} characters")
+    if b"%" in url.raw_host:  # httpx escapes what no host name holds ("http://[" has the host "%5B")
+        raise InvalidInput(field, "is not a valid URL (check the host and port)")
     if url.port is not None and not 1 <= url.port <= 65535:
         raise InvalidInput(field, "is not a valid URL (the port must be between 1 and 65535)")
     return url

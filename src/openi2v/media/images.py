@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
@@ -32,7 +32,10 @@ class MediaFetcher:
         """Bytes for a data URI or one of our upload URLs; None for a remote URL."""
         if ref.startswith("data:"):
             return decode_data_uri(field, ref)
-        m = OWN_UPLOAD.search(urlsplit(ref).path)
+        try:
+            m = OWN_UPLOAD.search(httpx.URL(ref).path)  # the parser check_url judged it with
+        except httpx.InvalidURL:
+            return None  # not ours: the guard refuses it by name
         if m is None:
             return None
         try:
