@@ -166,6 +166,7 @@ def submit(image: Path = typer.Argument(..., exists=True, dir_okay=False),
            key: str = typer.Option(..., envvar="WAVESPEED_API_KEY", help="API key.")) -> None:
     """Submit IMAGE to a running server (a client of its public API)."""
     from openi2v.client import Client
+    from openi2v.domain.prediction import Status
 
     client = Client(url, key)
     image_url = client.upload(image)
@@ -177,8 +178,9 @@ def submit(image: Path = typer.Argument(..., exists=True, dir_okay=False),
     typer.echo(f"prediction {data['id']}: {data['status']}")
     if wait:
         data = client.wait(data["id"])
-        typer.echo(data["error"] if data["status"] == "failed" else "\n".join(data["outputs"]))
-        raise typer.Exit(0 if data["status"] == "completed" else 1)
+        done = data["status"] == Status.COMPLETED.value
+        typer.echo("\n".join(data["outputs"]) if done else data["error"] or data["status"])
+        raise typer.Exit(0 if done else 1)
 
 
 @app.command()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from openi2v.domain.prediction import Status
+
 
 class Client:
     def __init__(self, base_url: str, key: str, timeout: float = 60.0) -> None:
@@ -41,8 +43,9 @@ class Client:
             task = bar.add_task("queued", total=100)
             while True:
                 data = self.result(prediction_id)
-                label = data["status"] if data["status"] != "created" else f"queued (#{data.get('queue_position', 0) + 1})"
+                status = Status(data["status"])
+                label = status.value if status is not Status.CREATED else f"queued (#{data.get('queue_position', 0) + 1})"
                 bar.update(task, completed=data.get("progress", 0), description=label)
-                if data["status"] in ("completed", "failed"):
+                if status.terminal:
                     return data
                 time.sleep(interval)

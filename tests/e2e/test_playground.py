@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -283,3 +284,31 @@ def expect_soon(pg: Page, condition, seen) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not reported: {seen}")
         pg.wait_for_timeout(50)
+
+
+def test_cancel_a_running_prediction_from_the_playground(browser, tmp_path):
+    """A render that holds mid-way (the gated test engine, never let through) is stopped with Cancel."""
+    gated = Server(tmp_path / "gated", workers=1, GATED_ENGINE_GATE=str(tmp_path / "never-opened"),
+                   OPENI2V_ENGINES=json.dumps({KLING_MODEL: "tests.engine_fixtures:Gated"})).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        violations = watch_csp(page)
+        page.goto(f"{gated.url}/playground")
+        enter_key(page, gated.new_key(5.0))
+        page.get_by_label("Image", exact=True).set_input_files(picture(tmp_path, 1200, 800, "photo.png"))
+        page.get_by_label("Prompt", exact=True).fill("pan left")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.locator("#status .state")).to_have_text("processing", timeout=WAIT_MS)
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator("#status .state")).to_have_text("cancelled", timeout=WAIT_MS)
+        expect(page.locator("#status")).to_contain_text("nothing was charged")
+        expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+        expect(page.locator("#quote")).to_contain_text("Balance $5.00")  # the held quote is released
+        expect(page.locator("#history .badge")).to_have_text("cancelled")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "playground-cancelled.png"), full_page=True)
+        assert violations == []
+    finally:
+        context.close()
+        gated.stop()

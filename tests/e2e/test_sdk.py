@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+import time
 
 import httpx
 import pytest
@@ -95,3 +98,40 @@ def test_cli_submit_waits_for_the_video(server, key, photo_file):
     out = cli(dict(server.env, WAVESPEED_API_KEY=key), "submit", str(photo_file), "--prompt", "pan left",
               "--wait", "--url", server.url)
     assert out.strip().splitlines()[-1].endswith(".mp4")
+
+
+def test_run_ends_when_the_prediction_is_cancelled(tmp_path):
+    """The SDK's wait loop takes `cancelled` as terminal: a run whose job is cancelled mid-render
+    raises at once instead of polling for ever (the gated engine holds the render until then)."""
+    gated = Server(tmp_path, GATED_ENGINE_GATE=str(tmp_path / "never-opened"),
+                   OPENI2V_ENGINES=json.dumps({KLING_MODEL: "tests.engine_fixtures:Gated"})).start()
+    try:
+        key = gated.new_key(5.0)
+        h = {"Authorization": f"Bearer {key}"}
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                Client(api_key=key, base_url=gated.url).run(KLING_MODEL, {"image": pictures.data_uri(),
+                                                                          "prompt": "pan left"})
+            except BaseException as exc:  # noqa: BLE001 (what the SDK raised is the result)
+                outcome.append(exc)
+
+        runner = threading.Thread(target=run, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 60  # a guard against a hang, not a speed limit
+        while True:
+            items = httpx.post(f"{gated.url}/api/v3/predictions", json={"status": "processing"},
+                               headers=h).json()["data"]["items"]
+            if items:
+                break
+            assert time.monotonic() < deadline, "the SDK's prediction never started"
+            time.sleep(0.05)
+        r = httpx.post(f"{gated.url}/api/v3/predictions/{items[0]['id']}/cancel", headers=h)
+        assert r.status_code == 200 and r.json()["data"]["status"] == "cancelled"
+        runner.join(60)
+        assert not runner.is_alive(), "the SDK kept polling a cancelled prediction"
+        assert len(outcome) == 1 and "Prediction cancelled" in str(outcome[0]), outcome
+        assert httpx.get(f"{gated.url}/api/v3/balance", headers=h).json()["data"]["balance"] == 5.0
+    finally:
+        gated.stop()

@@ -55,7 +55,7 @@ def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_posit
         "timings": {"inference": p.inference_ms},
         "seed": p.seed,
         "progress": p.progress,
-        "cost": to_usd(p.price_micros) if p.status is not Status.FAILED else 0.0,
+        "cost": to_usd(p.price_micros) if p.status.billable else 0.0,
         "input": _public_inputs(p.inputs, base),
     }
     if p.status is Status.FAILED and p.error_code:

@@ -10,19 +10,26 @@ class Status(str, enum.Enum):
     PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # ours: the user stopped it (the official clients treat it as terminal)
 
     @property
     def terminal(self) -> bool:
-        return self in (Status.COMPLETED, Status.FAILED)
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    @property
+    def billable(self) -> bool:
+        """Whether the prediction's price is (or will be, if it completes) charged."""
+        return self not in (Status.FAILED, Status.CANCELLED)
 
 
 # created -> processing when a worker claims it; processing -> created when a lost
-# lease is requeued; either may fail (e.g. bad media, or no attempts left).
+# lease is requeued; either may fail (e.g. bad media, or no attempts left) or be cancelled.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.CREATED: frozenset({Status.PROCESSING, Status.FAILED}),
-    Status.PROCESSING: frozenset({Status.COMPLETED, Status.FAILED, Status.CREATED}),
+    Status.CREATED: frozenset({Status.PROCESSING, Status.FAILED, Status.CANCELLED}),
+    Status.PROCESSING: frozenset({Status.COMPLETED, Status.FAILED, Status.CREATED, Status.CANCELLED}),
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
 }
 
 

@@ -2,7 +2,9 @@
 
 Life of a row: ``create`` (status created, money held by its quote) -> ``claim`` (one
 worker, with a lease) -> ``heartbeat`` (extends the lease, records progress) ->
-``finish`` (completed + charge, or failed), all through ``_transition``. A worker that
+``finish`` (completed + charge, or failed), all through ``_transition``. ``cancel`` ends a
+queued or running row at once; the worker running it finds out at its next heartbeat (the
+row is no longer its) and stops the engine. A worker that
 dies stops heart-beating; once its lease expires the row is claimed again, until
 ``max_attempts`` is spent, and then it fails with "worker lost".
 """
@@ -16,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from openi2v.domain.prediction import Status, can_move
-from openi2v.errors import InsufficientBalance, NotFound
+from openi2v.errors import Conflict, InsufficientBalance, NotFound
 from openi2v.store.accounts import AccountStore
 from openi2v.store.database import Database, insert_once, now
 from openi2v.store.schema import api_keys, ledger, predictions, webhook_deliveries
@@ -107,6 +109,18 @@ class PredictionStore:
         if row is None:
             raise NotFound(f"prediction not found: {prediction_id}")
         return Prediction.from_row(row)
+
+    def cancel(self, prediction_id: str, api_key_id: int) -> Prediction:
+        """End a key's queued or running prediction as cancelled: nothing charged, its quote released,
+        its webhook queued. Conflict when it has already ended."""
+        p = self.get(prediction_id, api_key_id)
+        if not p.status.terminal:
+            with self.db.write() as conn:
+                self._transition(conn, p.id, None, Outcome(Status.CANCELLED, error="cancelled by request"))
+            p = self.get(prediction_id, api_key_id)
+        if p.status is not Status.CANCELLED:
+            raise Conflict(f"prediction {p.id} has already ended: {p.status.value}")
+        return p
 
     def queue_position(self, p: Prediction) -> int:
         """How many queued predictions were submitted before this one (0 = next)."""

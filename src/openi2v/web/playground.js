@@ -174,6 +174,15 @@ async function follow(prediction) {
   loadHistory();
 }
 
+async function cancelPrediction(id, button) {
+  button.disabled = true;
+  try {
+    render(await api(`/api/v3/predictions/${id}/cancel`, { method: "POST" }));
+  } catch (e) {
+    showError(e);  // 409: it ended meanwhile; the next poll shows how
+  }
+}
+
 function render(p) {
   const status = $("status");
   status.className = `status ${p.status}`;
@@ -193,13 +202,19 @@ function render(p) {
     bar.max = 100;
     bar.value = p.progress ?? 0;
     bar.setAttribute("aria-label", "Progress");
-    status.append(line, bar);
+    const stop = document.createElement("button");
+    stop.type = "button";
+    stop.id = "cancel";
+    stop.className = "ghost";
+    stop.textContent = "Cancel";
+    stop.addEventListener("click", () => cancelPrediction(p.id, stop));
+    status.append(line, bar, stop);
     $("output").hidden = true;
     return;
   }
-  if (p.status === "failed") {
+  if (p.status === "failed" || p.status === "cancelled") {
     const err = document.createElement("p");
-    err.textContent = p.error || "The prediction failed.";
+    err.textContent = p.status === "cancelled" ? "Cancelled: nothing was charged." : p.error || "The prediction failed.";
     status.append(err);
     $("output").hidden = true;
     return;

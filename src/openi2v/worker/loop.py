@@ -79,7 +79,7 @@ class Worker:
                 log.info("prediction %s: worker stopping; back to the queue", p.id)
                 outcome = Outcome(Status.CREATED)
             else:
-                log.warning("prediction %s: lease lost; leaving it to its new owner", p.id)
+                log.warning("prediction %s: no longer ours (cancelled, or the lease was lost): stopped", p.id)
         except StorageError:
             log.exception("prediction %s: storage failed; requeueing", p.id)
             outcome = Outcome(Status.CREATED)

@@ -51,6 +51,14 @@ async def history(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
                      "items": [prediction_data(p, base, c.storage) for p in items]})
 
 
+@router.post("/api/v3/predictions/{prediction_id}/cancel")
+async def cancel(prediction_id: str, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
+    """Ours: stop a queued or running prediction. It ends as ``cancelled`` (nothing charged, its
+    webhook sent); a running one stops within a heartbeat. 409 when it has already ended."""
+    c = ctx(request)
+    return envelope(await _data(c, request, await run_in_threadpool(c.predictions.cancel, prediction_id, key_id)))
+
+
 @router.post("/api/v3/{model_path:path}")
 async def submit(model_path: str, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
