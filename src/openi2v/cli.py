@@ -123,11 +123,8 @@ def keys_create(name: str = typer.Option("", help="A label for the key."),
                 balance: float = typer.Option(100.0, help="Starting balance in USD.")) -> None:
     """Create a key; the key itself is printed once, alone on the last line."""
     from openi2v.domain.billing import to_micros
-    from openi2v.store import AccountStore, Database
 
-    db = Database(_settings().db_url)
-    db.migrate()
-    key_id, key = AccountStore(db).create_key(name, to_micros(balance))
+    key_id, key = _accounts().create_key(name, to_micros(balance))
     typer.echo(f"created key {key_id} ({name or 'unnamed'}) with balance ${balance:.2f}; store it now, it is not shown again:")
     typer.echo(key)
 
@@ -135,23 +132,73 @@ def keys_create(name: str = typer.Option("", help="A label for the key."),
 @keys_app.command("list")
 def keys_list() -> None:
     from openi2v.domain.billing import to_usd
-    from openi2v.store import AccountStore, Database
 
-    db = Database(_settings().db_url)
-    db.migrate()
-    for k in AccountStore(db).list_keys():
+    for k in _accounts().list_keys():
         state = "revoked" if k.revoked else "active"
         typer.echo(f"{k.id}\t{k.prefix}…\t{state}\t${to_usd(k.balance_micros):.2f}\t{k.name}")
 
 
 @keys_app.command("revoke")
 def keys_revoke(key: str = typer.Argument(..., help="Key id or prefix, as `keys list` shows.")) -> None:
+    """Refuse the key from now on, and cancel its queued and running predictions (nothing charged)."""
+    from openi2v.store import PredictionStore
+
+    accounts = _accounts()
+    key_id = _key_id(accounts, key)
+    accounts.revoke(key_id)
+    cancelled = PredictionStore(accounts.db).cancel_open(key_id)
+    typer.echo(f"revoked {key}; cancelled {len(cancelled)} open prediction(s)")
+
+
+@keys_app.command("topup")
+def keys_topup(key: str = typer.Argument(..., help="Key id or prefix, as `keys list` shows."),
+               usd: float = typer.Argument(..., help="Amount to add, in USD.")) -> None:
+    """Add balance to a key (a credit in its ledger)."""
+    from openi2v.domain.billing import to_micros, to_usd
+
+    if not (0 < usd <= MAX_TOPUP_USD):  # also refuses nan and inf
+        typer.echo(f"error: USD must be more than 0 and at most {MAX_TOPUP_USD:,}", err=True)
+        raise typer.Exit(2)
+    accounts = _accounts()
+    key_id = _key_id(accounts, key)
+    accounts.credit(key_id, to_micros(usd))
+    typer.echo(f"added ${usd:.2f} to {key}; balance ${to_usd(accounts.balance(key_id)):.2f}")
+
+
+@keys_app.command("show")
+def keys_show(key: str = typer.Argument(..., help="Key id or prefix, as `keys list` shows.")) -> None:
+    """A key's balance, what its open predictions hold, and its latest ledger entries."""
+    import datetime as dt
+
+    from openi2v.domain.billing import to_usd
+
+    accounts = _accounts()
+    balance, held, entries = accounts.statement(_key_id(accounts, key))
+    typer.echo(f"balance ${to_usd(balance):.2f} (after ${to_usd(held):.2f} held by open predictions)")
+    for e in entries:
+        when = dt.datetime.fromtimestamp(e["created_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{when}\t{e['kind']}\t{to_usd(e['amount_micros']):+.2f}\t{e['prediction_id'] or ''}")
+
+
+MAX_TOPUP_USD = 1_000_000
+
+
+def _accounts():
     from openi2v.store import AccountStore, Database
 
     db = Database(_settings().db_url)
     db.migrate()
-    AccountStore(db).revoke(key.rstrip("…"))
-    typer.echo(f"revoked {key}")
+    return AccountStore(db)
+
+
+def _key_id(accounts, key: str) -> int:
+    from openi2v.errors import NotFound
+
+    try:
+        return accounts.find(key)
+    except NotFound as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -59,12 +59,20 @@ class AccountStore:
             raise Unauthorized("Unauthorized: invalid API key")
         return row["id"]
 
-    def revoke(self, key_id_or_prefix: str) -> None:
-        col = api_keys.c.id if key_id_or_prefix.isdigit() else api_keys.c.prefix
-        value = int(key_id_or_prefix) if key_id_or_prefix.isdigit() else key_id_or_prefix
+    def find(self, key_id_or_prefix: str) -> int:
+        """A key's id from its id or its prefix (as ``keys list`` shows them)."""
+        name = key_id_or_prefix.rstrip("…")
+        col = api_keys.c.id if name.isdigit() else api_keys.c.prefix
+        with self.db.read() as conn:
+            found = conn.execute(select(api_keys.c.id).where(col == (int(name) if name.isdigit() else name))).all()
+        if len(found) != 1:
+            raise NotFound(f"no API key {key_id_or_prefix}" if not found else f"{key_id_or_prefix} names several keys")
+        return found[0].id
+
+    def revoke(self, key_id: int) -> None:
+        """From now on the key is refused (401) by every API process: each request reads it afresh."""
         with self.db.write() as conn:
-            if conn.execute(update(api_keys).where(col == value).values(revoked_at=now())).rowcount == 0:
-                raise NotFound(f"no API key {key_id_or_prefix}")
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now()))
 
     def webhook_secret(self, key_id: int) -> str:
         """The key's webhook signing secret ("whsec_..."), made on first use.
@@ -87,6 +95,13 @@ class AccountStore:
         with self.db.write() as conn:
             conn.execute(insert(ledger).values(api_key_id=key_id, kind="credit", amount_micros=micros, created_at=now()))
 
+    def statement(self, key_id: int, entries: int = 10) -> tuple[int, int, list[dict]]:
+        """(balance, held by open predictions, the latest ``entries`` ledger entries, newest first)."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(ledger).where(ledger.c.api_key_id == key_id)
+                                .order_by(ledger.c.id.desc()).limit(entries)).all()
+            return self.balance(key_id, conn), self._held(key_id, conn), [dict(r._mapping) for r in rows]
+
     def balance(self, key_id: int, conn=None) -> int:
         """Ledger sum minus what open predictions of this key are quoted at (held, not yet charged)."""
         if conn is None:
@@ -95,11 +110,13 @@ class AccountStore:
         total = conn.execute(
             select(func.coalesce(func.sum(ledger.c.amount_micros), 0)).where(ledger.c.api_key_id == key_id)
         ).scalar_one()
-        held = conn.execute(
+        return int(total) - self._held(key_id, conn)
+
+    def _held(self, key_id: int, conn) -> int:
+        return int(conn.execute(
             select(func.coalesce(func.sum(predictions.c.price_micros), 0)).where(
                 predictions.c.api_key_id == key_id, predictions.c.status.in_(OPEN_STATUSES))
-        ).scalar_one()
-        return int(total) - int(held)
+        ).scalar_one())
 
     def list_keys(self) -> list[KeyInfo]:
         with self.db.read() as conn:

@@ -122,6 +122,19 @@ class PredictionStore:
             raise Conflict(f"prediction {p.id} has already ended: {p.status.value}")
         return p
 
+    def cancel_open(self, api_key_id: int) -> list[str]:
+        """Cancel every queued and running prediction of a key (it was revoked); their ids."""
+        open_ = select(predictions.c.id).where(predictions.c.api_key_id == api_key_id,
+                                               predictions.c.status.in_([Status.CREATED.value, Status.PROCESSING.value]))
+        with self.db.read() as conn:
+            ids = conn.execute(open_).scalars().all()
+        cancelled = []
+        for prediction_id in ids:
+            with self.db.write() as conn:
+                if self._transition(conn, prediction_id, None, Outcome(Status.CANCELLED, error="the API key was revoked")):
+                    cancelled.append(prediction_id)
+        return cancelled
+
     def queue_position(self, p: Prediction) -> int:
         """How many queued predictions were submitted before this one (0 = next)."""
         if p.status is not Status.CREATED:
