@@ -154,6 +154,13 @@ def parse_content_type(field: str, value: Any) -> str | None:
     return value.lower()
 
 
+def parse_idempotency_key(value: str) -> str:
+    """The ``Idempotency-Key`` header: 1 to 255 printable ASCII characters (a UUID, say)."""
+    if not 1 <= len(value) <= 255 or not all(" " < ch <= "~" for ch in value):
+        raise InvalidInput("Idempotency-Key", "must be 1 to 255 printable ASCII characters, such as a UUID")
+    return value
+
+
 def parse_flag(body: dict, field: str) -> bool:
     """A platform flag: a boolean, or "true"/"false" and 1/0 as loosely typed clients send them."""
     value = body.get(field)

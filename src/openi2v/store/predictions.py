@@ -15,13 +15,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from openi2v.domain.prediction import Status, can_move
 from openi2v.errors import Conflict, InsufficientBalance, NotFound
 from openi2v.store.accounts import AccountStore
 from openi2v.store.database import Database, insert_once, now
-from openi2v.store.schema import api_keys, ledger, predictions, webhook_deliveries
+from openi2v.store.schema import api_keys, idempotency_keys, ledger, predictions, webhook_deliveries
 
 
 @dataclass
@@ -63,6 +63,17 @@ _QUEUED_BEFORE = select(func.count().label("n")).select_from(predictions).where(
     predictions.c.status == bindparam("status"), predictions.c.created_at < bindparam("created_at"))
 
 
+IDEMPOTENCY_S = 24 * 3600  # how long an Idempotency-Key names its prediction
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's Idempotency-Key and the hash of the request it came with."""
+
+    key: str
+    request_hash: str
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a worker records when a job ends."""
@@ -85,8 +96,13 @@ class PredictionStore:
     # --- the API side -------------------------------------------------------------
 
     def create(self, api_key_id: int, model: str, inputs: dict, seed: int, price_micros: int,
-               base64_output: bool = False, webhook: dict[str, str] | None = None) -> Prediction:
-        """Insert a queued prediction if the key can afford it (its quote is held until it ends)."""
+               base64_output: bool = False, webhook: dict[str, str] | None = None,
+               idempotency: Idempotency | None = None) -> Prediction:
+        """Insert a queued prediction if the key can afford it (its quote is held until it ends).
+
+        With ``idempotency``, a key already used in the last ``IDEMPOTENCY_S`` returns the prediction
+        it made (the same request) or is a Conflict (another request); submits of one API key are
+        serialised here, so concurrent identical submits make exactly one prediction."""
         row = dict(
             id=secrets.token_hex(16), api_key_id=api_key_id, model=model, status=Status.CREATED.value,
             inputs=inputs, seed=seed, base64_output=base64_output, price_micros=price_micros,
@@ -96,10 +112,29 @@ class PredictionStore:
         with self.db.write() as conn:
             # Touching the key row serialises submits of one key on every dialect.
             conn.execute(update(api_keys).where(api_keys.c.id == api_key_id).values(touched_at=now()))
+            if idempotency is not None and (earlier := self._replay(conn, api_key_id, idempotency)):
+                return Prediction.from_row(conn.execute(select(predictions).where(predictions.c.id == earlier)).one())
             if self._accounts.balance(api_key_id, conn) < price_micros:
                 raise InsufficientBalance("insufficient balance")
             conn.execute(predictions.insert().values(**row))
+            if idempotency is not None:
+                conn.execute(idempotency_keys.insert().values(
+                    api_key_id=api_key_id, key=idempotency.key, request_hash=idempotency.request_hash,
+                    prediction_id=row["id"], created_at=row["created_at"]))
         return Prediction(**{**row, "status": Status.CREATED})
+
+    def _replay(self, conn: Connection, api_key_id: int, idempotency: Idempotency) -> str | None:
+        """The prediction an earlier submit with this key made, if the key is still kept."""
+        mine = and_(idempotency_keys.c.api_key_id == api_key_id, idempotency_keys.c.key == idempotency.key)
+        earlier = conn.execute(select(idempotency_keys).where(mine)).first()
+        if earlier is None:
+            return None
+        if earlier.created_at < now() - IDEMPOTENCY_S:  # expired: the key may name a new request
+            conn.execute(delete(idempotency_keys).where(mine))
+            return None
+        if earlier.request_hash != idempotency.request_hash:
+            raise Conflict("Idempotency-Key: already used for a different request in the last 24 hours")
+        return earlier.prediction_id
 
     def get(self, prediction_id: str, api_key_id: int | None = None) -> Prediction:
         if api_key_id is None:

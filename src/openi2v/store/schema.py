@@ -92,3 +92,14 @@ webhook_deliveries = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_webhook_due", "delivered_at", "gave_up_at", "next_at"),
 )
+
+# Idempotent submits: a client's Idempotency-Key (per API key) names the prediction its first submit
+# made, with a hash of what that submit asked for. Written in the transaction that creates it.
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),  # SHA-256 hex of the model, body and webhook
+    Column("prediction_id", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+)

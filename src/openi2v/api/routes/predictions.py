@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 import time
 from functools import partial
 from typing import Any
@@ -17,11 +19,12 @@ from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, prediction_data
 from openi2v.domain.billing import price_micros
 from openi2v.domain.inputs import (MEDIA_FIELDS, VideoRequest, check_audio, check_url, inspect_image,
-                                   optional_str, parse_flag, parse_request)
+                                   optional_str, parse_flag, parse_idempotency_key, parse_request)
 from openi2v.domain.prediction import Status
 from openi2v.media.filetypes import HEAD_BYTES, sniff
 from openi2v.errors import InvalidInput, NotFound
 from openi2v.store import Prediction
+from openi2v.store.predictions import Idempotency
 
 router = APIRouter()
 SYNC_POLL_S = 0.1
@@ -67,11 +70,12 @@ async def submit(model_path: str, request: Request, key_id: int = Depends(api_ke
     body = await json_body(request, required=True, max_bytes=c.settings.max_json_mb * 2**20)
     base64_output, sync = parse_flag(body, "enable_base64_output"), parse_flag(body, "enable_sync_mode")
     webhook = _webhook(c, request, base64_output)
+    idempotency = _idempotency(request, model_path, body)
     req = parse_request(body)
     inputs = await run_in_threadpool(_store_local_media, c, key_id, req)
     price = price_micros(c.settings.price_for(model_path), req.duration)
     p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
-                                base64_output, webhook)
+                                base64_output, webhook, idempotency)
     if sync:
         return await _wait(c, request, p)
     return envelope(await _data(c, request, p))
@@ -122,6 +126,16 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, 
             path.write_bytes(data)
             inputs[field] = f"/media/{upload.token}/{path.name}"
     return inputs
+
+
+def _idempotency(request: Request, model_path: str, body: dict) -> Idempotency | None:
+    """The ``Idempotency-Key`` header, with a hash of what this submit asks for: the same key with
+    the same request returns the first prediction; with another request it is a 409."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    asked = json.dumps([model_path, body, request.query_params.get("webhook")], sort_keys=True).encode()
+    return Idempotency(parse_idempotency_key(key), hashlib.sha256(asked).hexdigest())
 
 
 def _webhook(c: Context, request: Request, base64_output: bool) -> dict[str, str] | None:
