@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -44,13 +43,6 @@ class Api:
     def drain(self):
         while self.worker.run_once():
             pass
-
-
-@pytest.fixture
-def api(settings):
-    a = Api(settings)
-    yield a
-    a.client.close()
 
 
 def data_uri(data: bytes, mime="image/png") -> str:

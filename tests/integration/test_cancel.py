@@ -16,13 +16,6 @@ from tests.engine_fixtures import Gated
 from tests.integration.test_api import Api
 
 
-@pytest.fixture
-def api(settings):
-    a = Api(settings)
-    yield a
-    a.client.close()
-
-
 def submit(api: Api, **params) -> str:
     r = api.client.post(f"/api/v3/{KLING_MODEL}", params=params,
                         json={"image": pictures.data_uri(), "prompt": "pan left"}, headers=api.h())

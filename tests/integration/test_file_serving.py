@@ -29,13 +29,6 @@ HTML = b"<!doctype html><title>x</title><script>localStorage.setItem('pwned', do
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>fetch("/api/v3/balance")</script></svg>'
 
 
-@pytest.fixture
-def api(settings):
-    a = Api(settings)
-    yield a
-    a.client.close()
-
-
 def upload_ticket(api: Api, name: str, data: bytes) -> str:
     """The SDKs' flow, declaring the type the name suggests: the declaration must not matter."""
     declared = mimetypes.guess_type(name)[0] or OCTET

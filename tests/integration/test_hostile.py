@@ -3,7 +3,6 @@ charged. Each case here answered 500, or was accepted, before the checks it name
 
 from __future__ import annotations
 
-import base64
 import io
 import struct
 import zlib
@@ -16,13 +15,6 @@ from tests import pictures
 from tests.integration.test_api import SUBMIT, Api, data_uri
 
 GOOD = pictures.png(640, 426)
-
-
-@pytest.fixture
-def api(settings):
-    a = Api(settings)
-    yield a
-    a.client.close()
 
 
 def raw(api: Api, path: str, text: str, **kw):

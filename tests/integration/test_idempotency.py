@@ -18,13 +18,6 @@ from tests.integration.test_api import SUBMIT, Api
 BODY = {"image": pictures.data_uri(), "prompt": "pan left"}
 
 
-@pytest.fixture
-def api(settings):
-    a = Api(settings)
-    yield a
-    a.client.close()
-
-
 def submit(api: Api, body: dict, key: str | None = None, idem: str | None = "order-1", **params):
     headers = {**api.h(key), **({"Idempotency-Key": idem} if idem is not None else {})}
     return api.client.post(SUBMIT, json=body, headers=headers, params=params)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from openi2v.config import KLING_MODEL
-from tests.integration.test_api import SUBMIT, Api, data_uri
+from tests.integration.test_api import SUBMIT, data_uri
 
 KEYLESS = {  # capability URLs and the health check: the only routes that take no key
     ("GET", "/healthz"), ("GET", "/media/{token}/{filename}"), ("GET", "/files/{token}/{filename}"),
@@ -40,13 +40,6 @@ class KeyA:
 
 def token_of(url: str) -> str:
     return re.search(r"/(?:media|files)/([^/]+)/", url).group(1)
-
-
-@pytest.fixture
-def api(settings):
-    a = Api(settings)
-    yield a
-    a.client.close()
 
 
 @pytest.fixture

@@ -154,6 +154,17 @@ def parse_content_type(field: str, value: Any) -> str | None:
     return value.lower()
 
 
+MAX_IDS = 100
+
+
+def parse_ids(body: dict) -> list[str]:
+    """``{"ids": [...]}``: 1 to 100 prediction ids (strings)."""
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_IDS or not all(isinstance(i, str) for i in ids):
+        raise InvalidInput("ids", f"must be a list of 1 to {MAX_IDS} prediction ids")
+    return ids
+
+
 def parse_idempotency_key(value: str) -> str:
     """The ``Idempotency-Key`` header: 1 to 255 printable ASCII characters (a UUID, say)."""
     if not 1 <= len(value) <= 255 or not all(" " < ch <= "~" for ch in value):

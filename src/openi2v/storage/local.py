@@ -52,6 +52,16 @@ class LocalStorage:
             raise StorageError(f"could not store output: {exc}") from exc
         return f"files/{token}/{dest.name}"
 
+    def delete_output(self, rel: str) -> None:
+        """Remove an output that ``save_output`` stored (its URL path); a missing one is already gone."""
+        kind, token, name = (rel.split("/", 2) + ["", ""])[:3]
+        try:
+            shutil.rmtree(self.resolve(kind, token, name).parent)
+        except NotFound:
+            pass
+        except OSError as exc:
+            raise StorageError(f"could not delete output: {exc}") from exc
+
     def resolve(self, url_kind: str, token: str, filename: str) -> Path:
         """The file behind /media/... or /files/...; NotFound for anything else."""
         kind = {v: k for k, v in KINDS.items()}.get(url_kind)

@@ -157,6 +157,23 @@ class PredictionStore:
             raise Conflict(f"prediction {p.id} has already ended: {p.status.value}")
         return p
 
+    def delete(self, api_key_id: int, ids: list[str]) -> list[Prediction]:
+        """Delete a key's predictions (an open one is cancelled first) and what refers to them, but
+        not their ledger entries; the deleted ones, as they were, so their files can go too."""
+        deleted = []
+        for prediction_id in dict.fromkeys(ids):
+            with self.db.write() as conn:
+                row = conn.execute(select(predictions).where(
+                    predictions.c.id == prediction_id, predictions.c.api_key_id == api_key_id)).first()
+                if row is None:
+                    continue
+                self._transition(conn, prediction_id, None, Outcome(Status.CANCELLED, error="deleted"))
+                for table in (webhook_deliveries, idempotency_keys):  # nothing to send or replay any more
+                    conn.execute(delete(table).where(table.c.prediction_id == prediction_id))
+                conn.execute(delete(predictions).where(predictions.c.id == prediction_id))
+                deleted.append(Prediction.from_row(row))
+        return deleted
+
     def cancel_open(self, api_key_id: int) -> list[str]:
         """Cancel every queued and running prediction of a key (it was revoked); their ids."""
         open_ = select(predictions.c.id).where(predictions.c.api_key_id == api_key_id,

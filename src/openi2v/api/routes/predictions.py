@@ -19,7 +19,8 @@ from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, prediction_data
 from openi2v.domain.billing import price_micros
 from openi2v.domain.inputs import (MEDIA_FIELDS, VideoRequest, check_audio, check_url, inspect_image,
-                                   optional_str, parse_flag, parse_idempotency_key, parse_request)
+                                   optional_str, parse_flag, parse_idempotency_key, parse_ids,
+                                   parse_request)
 from openi2v.domain.prediction import Status
 from openi2v.media.filetypes import HEAD_BYTES, sniff
 from openi2v.errors import InvalidInput, NotFound
@@ -52,6 +53,24 @@ async def history(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     base = c.base_url(request)
     return envelope({"page": page, "page_size": page_size, "total": total,
                      "items": [prediction_data(p, base, c.storage) for p in items]})
+
+
+@router.post("/api/v3/predictions/delete")
+async def delete(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
+    """As hosted: ``{"ids": [...]}``. Deletes the key's predictions and their output files (a running
+    one is cancelled first); the ledger keeps its entries. Ids that are not the key's are listed apart."""
+    c = ctx(request)
+    ids = parse_ids(await json_body(request, required=True))
+    gone = await run_in_threadpool(_delete, c, key_id, ids)
+    return envelope({"deleted": gone, "not_found": [i for i in dict.fromkeys(ids) if i not in gone]})
+
+
+def _delete(c: Context, key_id: int, ids: list[str]) -> list[str]:
+    deleted = c.predictions.delete(key_id, ids)
+    for p in deleted:
+        for rel in [*p.outputs, *([p.details["poster"]] if "poster" in p.details else [])]:
+            c.storage.delete_output(rel)
+    return [p.id for p in deleted]
 
 
 @router.post("/api/v3/predictions/{prediction_id}/cancel")
