@@ -84,3 +84,14 @@ def test_revoke_refuses_the_key_at_once_and_cancels_its_open_predictions(api):
     assert [store.get(pid).status.value for pid in queued] == ["cancelled", "cancelled"]
     assert api.app.state.ctx.accounts.balance(int(revoked)) == 10_000_000  # nothing charged, nothing held
     assert api.submit({"image": pictures.data_uri(), "prompt": "x"}).status_code == 401
+
+
+def test_a_submit_in_flight_when_its_key_is_revoked_creates_nothing(api):
+    """Authenticated just before the revoke, stored just after: refused in the store, never run."""
+    from openi2v.errors import Unauthorized
+
+    kid = int(key_id(api))
+    cli("keys", "revoke", str(kid))
+    with pytest.raises(Unauthorized):
+        api.app.state.ctx.predictions.create(kid, "m", {"prompt": "x"}, 1, 1)
+    assert api.app.state.ctx.predictions.history(kid, 1, 10)[0] == 0

@@ -10,6 +10,7 @@ import pytest
 
 from openi2v.config import KLING_MODEL
 from openi2v.store import WebhookStore
+from openi2v.worker import loop
 from openi2v.worker.loop import Worker
 from tests import pictures
 from tests.engine_fixtures import Gated
@@ -50,7 +51,7 @@ def test_a_running_prediction_stops_at_its_engines_next_check(api, tmp_path, mon
     monkeypatch.setenv("GATED_ENGINE_GATE", str(tmp_path / "never-opened"))  # it holds mid-render until cancelled
     worker = Worker(api.settings, api.db, {KLING_MODEL: Gated()})
     pid = submit(api)
-    running = threading.Thread(target=worker.run_once)
+    running = threading.Thread(target=worker.run_once, daemon=True)
     running.start()
     deadline = time.monotonic() + 60  # a guard against a hang, not a speed limit
     while api.result(pid).json()["data"]["progress"] == 0:
@@ -80,3 +81,25 @@ def test_another_keys_prediction_cannot_be_cancelled(api):
     assert cancel(api, pid, other).status_code == 404
     assert cancel(api, "0" * 32).status_code == 404
     assert api.result(pid).json()["data"]["status"] == "created"
+
+
+def test_a_render_that_ends_after_its_cancel_is_not_recorded_charged_or_kept(api, tmp_path, monkeypatch, caplog):
+    """The engine misses the cancel (its gate opens at the same moment) and finishes: the store refuses
+    the result, nothing is charged, and the worker removes the files it had stored."""
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("GATED_ENGINE_GATE", str(gate))
+    engine = Gated()
+    engine.load()
+    worker = Worker(api.settings, api.db, {KLING_MODEL: engine})
+    pid = submit(api)
+    claimed = api.app.state.ctx.predictions
+    p = worker.store.claim(worker.owner, [KLING_MODEL], api.settings.lease_s)
+    assert cancel(api, pid).json()["data"]["status"] == "cancelled"
+    gate.touch()
+    monkeypatch.setattr(loop._Heartbeat, "_loop", lambda self: None)  # the cancel is not noticed in time
+    caplog.set_level("INFO")
+    worker._process(p)
+    assert f"prediction {pid}: no longer ours" in caplog.text  # it rendered, and the store refused the result
+    assert claimed.get(pid).status.value == "cancelled" and balance(api) == pytest.approx(10.0)
+    outputs = api.settings.data_dir / "outputs"
+    assert not outputs.exists() or not any(outputs.rglob("*.mp4"))

@@ -3,6 +3,8 @@ files go (an open one is cancelled first); the ledger keeps its entries; other k
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -67,3 +69,10 @@ def test_an_idempotency_key_of_a_deleted_prediction_makes_a_new_one(api):
 def test_a_malformed_list_is_400_naming_ids(api, body):
     r = api.client.post("/api/v3/predictions/delete", json=body, headers=api.h())
     assert r.status_code == 400 and r.json()["message"] == "ids: must be a list of 1 to 100 prediction ids"
+
+
+@pytest.mark.parametrize("bad", ["\x00" * 32, "x", "A" * 32])
+def test_ids_that_cannot_be_ours_are_not_found_without_a_query(api, bad):
+    """A NUL would make PostgreSQL refuse the query: such ids never reach the database."""
+    assert delete(api, [bad]).json()["data"] == {"deleted": [], "not_found": [bad]}
+    assert api.client.post(f"/api/v3/predictions/{quote(bad)}/cancel", headers=api.h()).status_code == 404

@@ -36,7 +36,13 @@ def test_a_retried_submit_returns_the_first_prediction_and_charges_once(api):
     assert api.client.get("/api/v3/balance", headers=api.h()).json()["data"]["balance"] == pytest.approx(9.65)
 
 
-@pytest.mark.parametrize("change", [{"prompt": "pan right"}, {"duration": 10}, {"enable_sync_mode": False}])
+def test_waiting_differently_is_the_same_request(api):
+    """A sync submit that timed out, retried without sync mode, finds its prediction."""
+    first = submit(api, {**BODY, "enable_sync_mode": False}).json()["data"]["id"]
+    assert submit(api, BODY).json()["data"]["id"] == first and total(api) == 1
+
+
+@pytest.mark.parametrize("change", [{"prompt": "pan right"}, {"duration": 10}, {"enable_base64_output": True}])
 def test_the_same_key_with_another_request_is_409(api, change):
     submit(api, BODY)
     r = submit(api, {**BODY, **change})
@@ -74,6 +80,7 @@ def test_a_malformed_key_is_400_naming_the_header(api, value):
 
 
 def test_concurrent_identical_submits_make_exactly_one_prediction(database_url):
+    """On PostgreSQL the key-row update is what serialises them (SQLite's BEGIN IMMEDIATE would anyway)."""
     db = Database(database_url)
     db.migrate()
     key_id, _ = AccountStore(db).create_key("t", 100_000_000)
@@ -99,3 +106,11 @@ def test_concurrent_identical_submits_make_exactly_one_prediction(database_url):
     with pytest.raises(Conflict):
         store.create(key_id, "m", {"prompt": "y"}, 1, 1, idempotency=Idempotency("k", "another"))
     db.dispose()
+
+
+def test_a_retry_stores_nothing_again(api):
+    """An inline image is kept as an upload at submit: a replay keeps no second copy."""
+    submit(api, BODY)
+    uploads = sorted((api.settings.data_dir / "uploads").rglob("*"))
+    submit(api, BODY)
+    assert sorted((api.settings.data_dir / "uploads").rglob("*")) == uploads and uploads

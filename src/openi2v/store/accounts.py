@@ -62,9 +62,10 @@ class AccountStore:
     def find(self, key_id_or_prefix: str) -> int:
         """A key's id from its id or its prefix (as ``keys list`` shows them)."""
         name = key_id_or_prefix.rstrip("…")
-        col = api_keys.c.id if name.isdigit() else api_keys.c.prefix
+        by_id = name.isascii() and name.isdecimal()
+        col = api_keys.c.id if by_id else api_keys.c.prefix
         with self.db.read() as conn:
-            found = conn.execute(select(api_keys.c.id).where(col == (int(name) if name.isdigit() else name))).all()
+            found = conn.execute(select(api_keys.c.id).where(col == (int(name) if by_id else name))).all()
         if len(found) != 1:
             raise NotFound(f"no API key {key_id_or_prefix}" if not found else f"{key_id_or_prefix} names several keys")
         return found[0].id

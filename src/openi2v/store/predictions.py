@@ -11,6 +11,7 @@ dies stops heart-beating; once its lease expires the row is claimed again, until
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from openi2v.domain.prediction import Status, can_move
-from openi2v.errors import Conflict, InsufficientBalance, NotFound
+from openi2v.errors import Conflict, InsufficientBalance, NotFound, Unauthorized
 from openi2v.store.accounts import AccountStore
 from openi2v.store.database import Database, insert_once, now
 from openi2v.store.schema import api_keys, idempotency_keys, ledger, predictions, webhook_deliveries
@@ -49,11 +50,20 @@ class Prediction:
     attempts: int = 0
     webhook: dict[str, str] | None = None  # {"url", "base"}: POST the result there when it ends
 
+    @property
+    def files(self) -> list[str]:
+        return stored_files(self.outputs, self.details)
+
     @classmethod
     def from_row(cls, row: Any) -> "Prediction":
         values = dict(row if isinstance(row, dict) else row._mapping)
         values["status"] = Status(values["status"])
         return cls(**values)
+
+
+def stored_files(outputs: list[str], details: dict[str, Any]) -> list[str]:
+    """The files a result names (storage paths): its outputs and a poster."""
+    return [*outputs, *([details["poster"]] if "poster" in details else [])]
 
 
 # The poll path's reads, built once (Database.fetch_one compiles each once per dialect).
@@ -63,6 +73,7 @@ _QUEUED_BEFORE = select(func.count().label("n")).select_from(predictions).where(
     predictions.c.status == bindparam("status"), predictions.c.created_at < bindparam("created_at"))
 
 
+PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
 IDEMPOTENCY_S = 24 * 3600  # how long an Idempotency-Key names its prediction
 
 
@@ -85,6 +96,10 @@ class Outcome:
     error_code: int | None = None
     inference_ms: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def files(self) -> list[str]:
+        return stored_files(self.outputs, self.details)
 
 
 class PredictionStore:
@@ -110,8 +125,11 @@ class PredictionStore:
             webhook=webhook,
         )
         with self.db.write() as conn:
-            # Touching the key row serialises submits of one key on every dialect.
-            conn.execute(update(api_keys).where(api_keys.c.id == api_key_id).values(touched_at=now()))
+            # Touching the key row serialises submits of one key on every dialect; a key revoked since the
+            # request was authenticated touches nothing, and nothing is created for it.
+            live = and_(api_keys.c.id == api_key_id, api_keys.c.revoked_at.is_(None))
+            if conn.execute(update(api_keys).where(live).values(touched_at=now())).rowcount != 1:
+                raise Unauthorized("Unauthorized: invalid API key")
             if idempotency is not None and (earlier := self._replay(conn, api_key_id, idempotency)):
                 return Prediction.from_row(conn.execute(select(predictions).where(predictions.c.id == earlier)).one())
             if self._accounts.balance(api_key_id, conn) < price_micros:
@@ -122,6 +140,15 @@ class PredictionStore:
                     api_key_id=api_key_id, key=idempotency.key, request_hash=idempotency.request_hash,
                     prediction_id=row["id"], created_at=row["created_at"]))
         return Prediction(**{**row, "status": Status.CREATED})
+
+    def replayed(self, api_key_id: int, idempotency: Idempotency) -> Prediction | None:
+        """The prediction an earlier submit with this key made (read first, so that a retry stores
+        nothing); ``create`` checks again in its transaction, for retries that arrive together."""
+        with self.db.write() as conn:
+            earlier = self._replay(conn, api_key_id, idempotency)
+            if earlier is None:
+                return None
+            return Prediction.from_row(conn.execute(select(predictions).where(predictions.c.id == earlier)).one())
 
     def _replay(self, conn: Connection, api_key_id: int, idempotency: Idempotency) -> str | None:
         """The prediction an earlier submit with this key made, if the key is still kept."""
@@ -137,6 +164,8 @@ class PredictionStore:
         return earlier.prediction_id
 
     def get(self, prediction_id: str, api_key_id: int | None = None) -> Prediction:
+        if not PREDICTION_ID.fullmatch(prediction_id):  # never sent to the database: a NUL breaks PostgreSQL
+            raise NotFound(f"prediction not found: {prediction_id}")
         if api_key_id is None:
             row = self.db.fetch_one(_BY_ID, id=prediction_id)
         else:
@@ -161,13 +190,14 @@ class PredictionStore:
         """Delete a key's predictions (an open one is cancelled first) and what refers to them, but
         not their ledger entries; the deleted ones, as they were, so their files can go too."""
         deleted = []
-        for prediction_id in dict.fromkeys(ids):
+        mine = [i for i in dict.fromkeys(ids) if PREDICTION_ID.fullmatch(i)]
+        for prediction_id in mine:
+            owned = select(predictions).where(predictions.c.id == prediction_id, predictions.c.api_key_id == api_key_id)
             with self.db.write() as conn:
-                row = conn.execute(select(predictions).where(
-                    predictions.c.id == prediction_id, predictions.c.api_key_id == api_key_id)).first()
-                if row is None:
+                if conn.execute(owned.with_for_update()).first() is None:
                     continue
                 self._transition(conn, prediction_id, None, Outcome(Status.CANCELLED, error="deleted"))
+                row = conn.execute(owned).one()  # as it ended: its outputs are the files to remove
                 for table in (webhook_deliveries, idempotency_keys):  # nothing to send or replay any more
                     conn.execute(delete(table).where(table.c.prediction_id == prediction_id))
                 conn.execute(delete(predictions).where(predictions.c.id == prediction_id))
@@ -252,7 +282,8 @@ class PredictionStore:
 
     def _transition(self, conn: Connection, prediction_id: str, owner: str | None, outcome: Outcome) -> bool:
         """THE status change: legality, times, and the ledger entry, in the caller's transaction."""
-        current = conn.execute(select(predictions).where(predictions.c.id == prediction_id)).first()
+        # locked (PostgreSQL) so that a claim or a requeue committing meanwhile cannot slip in between
+        current = conn.execute(select(predictions).where(predictions.c.id == prediction_id).with_for_update()).first()
         if current is None or not can_move(Status(current.status), outcome.status):
             return False
         guard = [predictions.c.id == prediction_id, predictions.c.status == current.status]

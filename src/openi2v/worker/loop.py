@@ -93,7 +93,10 @@ class Worker:
             beat.stop()
             shutil.rmtree(work, ignore_errors=True)
         if outcome is not None and not self.store.finish(p.id, self.owner, outcome):
-            log.warning("prediction %s: lease lost before its result was recorded", p.id)
+            log.warning("prediction %s: no longer ours (cancelled, deleted, or the lease was lost) before its result "
+                        "was recorded; its files are removed", p.id)
+            for rel in outcome.files:
+                self.storage.delete_output(rel)
 
     def _generate(self, p: Prediction, work: Path, beat: "_Heartbeat") -> Outcome:
         job = self._engine_job(p, work)

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
 from functools import partial
 from typing import Any
@@ -23,11 +24,12 @@ from openi2v.domain.inputs import (MEDIA_FIELDS, VideoRequest, check_audio, chec
                                    parse_request)
 from openi2v.domain.prediction import Status
 from openi2v.media.filetypes import HEAD_BYTES, sniff
-from openi2v.errors import InvalidInput, NotFound
+from openi2v.errors import InvalidInput, NotFound, StorageError
 from openi2v.store import Prediction
 from openi2v.store.predictions import Idempotency
 
 router = APIRouter()
+log = logging.getLogger("openi2v.api")
 SYNC_POLL_S = 0.1
 
 
@@ -68,8 +70,11 @@ async def delete(request: Request, key_id: int = Depends(api_key)) -> JSONRespon
 def _delete(c: Context, key_id: int, ids: list[str]) -> list[str]:
     deleted = c.predictions.delete(key_id, ids)
     for p in deleted:
-        for rel in [*p.outputs, *([p.details["poster"]] if "poster" in p.details else [])]:
-            c.storage.delete_output(rel)
+        for rel in p.files:
+            try:
+                c.storage.delete_output(rel)
+            except StorageError:  # the rows are gone already: a file left behind is for the log
+                log.exception("prediction %s: could not delete %s", p.id, rel)
     return [p.id for p in deleted]
 
 
@@ -89,12 +94,14 @@ async def submit(model_path: str, request: Request, key_id: int = Depends(api_ke
     body = await json_body(request, required=True, max_bytes=c.settings.max_json_mb * 2**20)
     base64_output, sync = parse_flag(body, "enable_base64_output"), parse_flag(body, "enable_sync_mode")
     webhook = _webhook(c, request, base64_output)
-    idempotency = _idempotency(request, model_path, body)
     req = parse_request(body)
-    inputs = await run_in_threadpool(_store_local_media, c, key_id, req)
-    price = price_micros(c.settings.price_for(model_path), req.duration)
-    p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
-                                base64_output, webhook, idempotency)
+    idempotency = await run_in_threadpool(_idempotency, request, model_path, body)  # hashes up to 32 MB
+    p = idempotency and await run_in_threadpool(c.predictions.replayed, key_id, idempotency)
+    if not p:
+        inputs = await run_in_threadpool(_store_local_media, c, key_id, req)
+        price = price_micros(c.settings.price_for(model_path), req.duration)
+        p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
+                                    base64_output, webhook, idempotency)
     if sync:
         return await _wait(c, request, p)
     return envelope(await _data(c, request, p))
@@ -153,7 +160,8 @@ def _idempotency(request: Request, model_path: str, body: dict) -> Idempotency |
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    asked = json.dumps([model_path, body, request.query_params.get("webhook")], sort_keys=True).encode()
+    what = {k: v for k, v in body.items() if k != "enable_sync_mode"}  # how to wait is not what is asked
+    asked = json.dumps([model_path, what, request.query_params.get("webhook")], sort_keys=True).encode()
     return Idempotency(parse_idempotency_key(key), hashlib.sha256(asked).hexdigest())
 
 
