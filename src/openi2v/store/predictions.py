@@ -20,7 +20,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, u
 
 from openi2v.domain.prediction import Status, can_move
 from openi2v.errors import Conflict, InsufficientBalance, NotFound, Unauthorized
-from openi2v.store.accounts import AccountStore
+from openi2v.store.accounts import OPEN_STATUSES, AccountStore
 from openi2v.store.database import Database, insert_once, now
 from openi2v.store.schema import api_keys, idempotency_keys, ledger, predictions, webhook_deliveries
 
@@ -131,7 +131,7 @@ class PredictionStore:
             if conn.execute(update(api_keys).where(live).values(touched_at=now())).rowcount != 1:
                 raise Unauthorized("Unauthorized: invalid API key")
             if idempotency is not None and (earlier := self._replay(conn, api_key_id, idempotency)):
-                return Prediction.from_row(conn.execute(select(predictions).where(predictions.c.id == earlier)).one())
+                return Prediction.from_row(conn.execute(_BY_ID, {"id": earlier}).one())
             if self._accounts.balance(api_key_id, conn) < price_micros:
                 raise InsufficientBalance("insufficient balance")
             conn.execute(predictions.insert().values(**row))
@@ -148,7 +148,7 @@ class PredictionStore:
             earlier = self._replay(conn, api_key_id, idempotency)
             if earlier is None:
                 return None
-            return Prediction.from_row(conn.execute(select(predictions).where(predictions.c.id == earlier)).one())
+            return Prediction.from_row(conn.execute(_BY_ID, {"id": earlier}).one())
 
     def _replay(self, conn: Connection, api_key_id: int, idempotency: Idempotency) -> str | None:
         """The prediction an earlier submit with this key made, if the key is still kept."""
@@ -207,7 +207,7 @@ class PredictionStore:
     def cancel_open(self, api_key_id: int) -> list[str]:
         """Cancel every queued and running prediction of a key (it was revoked); their ids."""
         open_ = select(predictions.c.id).where(predictions.c.api_key_id == api_key_id,
-                                               predictions.c.status.in_([Status.CREATED.value, Status.PROCESSING.value]))
+                                               predictions.c.status.in_(OPEN_STATUSES))
         with self.db.read() as conn:
             ids = conn.execute(open_).scalars().all()
         cancelled = []
