@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -58,3 +59,38 @@ class Gated(Flaky):
                 raise Cancelled()
             time.sleep(0.05)
         return super().run(job, progress, cancelled)
+
+
+class HeldUntilCancelled:
+    """Wraps a real engine: at its first progress report it waits until ``cancelled()`` turns true (the
+    test cancels meanwhile, and the worker learns of it at its next heartbeat), then goes on. So the
+    cancel lands mid-render on any machine, and what the engine does next is what is tested: it
+    must stop at its next check. ``ended`` is how its run ended; ``reports_after`` how many progress
+    reports it made after the cancel was known."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.started = engine, threading.Event()
+        self.ended: str | None = None
+        self.reports_after = 0
+
+    def load(self) -> None:
+        self.engine.load()
+
+    def run(self, job: EngineJob, progress: Progress, cancelled: CancelCheck) -> EngineResult:
+        def report(fraction: float) -> None:
+            progress(fraction)
+            if self.started.is_set():
+                self.reports_after += 1
+                return
+            self.started.set()
+            deadline = time.monotonic() + 120  # a guard against a hang, not a speed limit
+            while not cancelled() and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        try:
+            result = self.engine.run(job, report, cancelled)
+        except BaseException as exc:
+            self.ended = type(exc).__name__
+            raise
+        self.ended = "finished"
+        return result

@@ -183,6 +183,26 @@ def keys_show(key: str = typer.Argument(..., help="Key id or prefix, as `keys li
 MAX_TOPUP_USD = 1_000_000
 
 
+@app.command()
+def sweep() -> None:
+    """Delete outputs and uploads older than OPENI2V_RETENTION_DAYS now (the server also does it every
+    OPENI2V_SWEEP_INTERVAL_S); for a cron job beside API processes that run elsewhere."""
+    from openi2v.storage.local import LocalStorage
+    from openi2v.store import Database
+    from openi2v.sweeper import Sweeper
+
+    settings = _settings()
+    db = Database(settings.db_url)
+    db.migrate()
+    sweeper, predictions, uploads = Sweeper(db, LocalStorage(settings.data_dir), settings), 0, 0
+    while True:
+        swept = sweeper.sweep()
+        predictions, uploads = predictions + swept.predictions, uploads + swept.uploads
+        if not swept.full:
+            break
+    typer.echo(f"removed the files of {predictions} expired prediction(s) and {uploads} upload(s)")
+
+
 def _accounts():
     from openi2v.store import AccountStore, Database
 

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     # rules allow inline: two 10 MB images as base64 data URIs (13.4 MB each).
     max_json_mb: int = 32
     fetch_timeout_s: float = 20.0
+    # Limits per API key, held across every API process and worker; 0 turns one off. The defaults
+    # are generous (above WaveSpeed's Silver tier): they stop a runaway client, not a busy one.
+    submits_per_minute: int = Field(600, ge=0)  # over it: 429 with Retry-After (a minute's worth may come at once)
+    max_running_per_key: int = Field(64, ge=0)  # more wait in the queue, and never fail for it
+    max_queued_per_key: int = Field(1000, ge=0)  # over it: 429
+    # Retention: outputs and uploads are deleted this many days after they were made (an upload's time
+    # restarts when a submit uses it), as hosted; 0 keeps them for ever. Checked every sweep_interval_s.
+    retention_days: float = Field(7.0, ge=0, allow_inf_nan=False)
+    sweep_interval_s: float = Field(60.0, gt=0)
     fetch_allow_private: bool = False  # allow image and webhook URLs on any address (FETCH_ALLOW: some)
     # Comma-separated host names, IPs and CIDRs (e.g. "minio,10.1.2.3,192.168.0.0/16") whose image and
     # webhook URLs are allowed although not public; a malformed entry stops the settings (outbound.py).
@@ -99,6 +108,10 @@ class Settings(BaseSettings):
     @property
     def http_processes(self) -> int:
         return self.api_processes or max(1, min(4, os.cpu_count() or 1))
+
+    @property
+    def retention_s(self) -> float:
+        return self.retention_days * 86400
 
     @property
     def weights_root(self) -> Path:

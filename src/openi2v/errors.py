@@ -5,8 +5,10 @@
      ├── Unauthorized          401  missing or unknown API key
      ├── InsufficientBalance   403
      ├── NotFound              404
+     │    └── Gone             410  a file that retention removed
      ├── PayloadTooLarge       413
      ├── Conflict              409  e.g. an upload ticket already used
+     ├── TooManyRequests       429  a per-key limit (with Retry-After)
      ├── MediaUnavailable      a referenced URL could not be fetched (task code 1402)
      ├── EngineError           the engine failed a job (task code 1403)
      │    └── ContentBlocked   the NSFW policy blocked the output (task code 1200)
@@ -18,6 +20,8 @@ Task codes follow WaveSpeed's table: 1200 moderation, 1401 invalid parameter,
 
 from __future__ import annotations
 
+import math
+
 
 class OpenI2VError(Exception):
     status_code = 500
@@ -26,6 +30,11 @@ class OpenI2VError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """HTTP headers the answer carries besides the envelope."""
+        return None
 
 
 class InvalidInput(OpenI2VError):
@@ -49,12 +58,32 @@ class NotFound(OpenI2VError):
     status_code = 404
 
 
+class Gone(NotFound):
+    status_code = 410
+
+
 class Conflict(OpenI2VError):
     status_code = 409
 
 
 class PayloadTooLarge(OpenI2VError):
     status_code = 413
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # a body refused part-way stays unread: close rather than read the rest
+
+
+class TooManyRequests(OpenI2VError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class MediaUnavailable(OpenI2VError):

@@ -13,7 +13,8 @@ from openi2v.store import WebhookStore
 from openi2v.worker import loop
 from openi2v.worker.loop import Worker
 from tests import pictures
-from tests.engine_fixtures import Gated
+from openi2v.engines.registry import build_engines
+from tests.engine_fixtures import Gated, HeldUntilCancelled
 from tests.integration.test_api import Api
 
 
@@ -63,6 +64,24 @@ def test_a_running_prediction_stops_at_its_engines_next_check(api, tmp_path, mon
     data = api.result(pid).json()["data"]
     assert (data["status"], data["cost"], data["outputs"]) == ("cancelled", 0.0, [])
     assert balance(api) == pytest.approx(10.0)
+
+
+def test_the_camera_engine_stops_at_its_next_frame_after_a_cancel(api):
+    engine = HeldUntilCancelled(build_engines(api.settings)[KLING_MODEL])
+    worker = Worker(api.settings, api.db, {KLING_MODEL: engine})
+    pid = submit(api)
+    running = threading.Thread(target=worker.run_once, daemon=True)
+    running.start()
+    assert engine.started.wait(120), "the render never started"
+    assert cancel(api, pid).json()["data"]["status"] == "cancelled"
+    running.join(120)
+    assert not running.is_alive()
+    assert engine.ended == "Cancelled" and engine.reports_after <= 1  # stopped at the next frame's check
+    data = api.result(pid).json()["data"]
+    assert (data["status"], data["cost"], data["outputs"]) == ("cancelled", 0.0, [])
+    assert balance(api) == pytest.approx(10.0)
+    outputs = api.settings.data_dir / "outputs"
+    assert not outputs.exists() or not any(outputs.rglob("*"))
 
 
 def test_cancelling_an_ended_prediction_is_409_naming_its_status(api):

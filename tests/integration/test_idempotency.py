@@ -4,8 +4,6 @@ prediction under concurrent identical submits, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from openi2v.errors import Conflict
@@ -14,6 +12,7 @@ from openi2v.store import predictions as store_module
 from openi2v.store.predictions import Idempotency
 from tests import pictures
 from tests.integration.test_api import SUBMIT, Api
+from tests.together import at_once
 
 BODY = {"image": pictures.data_uri(), "prompt": "pan left"}
 
@@ -85,22 +84,8 @@ def test_concurrent_identical_submits_make_exactly_one_prediction(database_url):
     db.migrate()
     key_id, _ = AccountStore(db).create_key("t", 100_000_000)
     store = PredictionStore(db)
-    ids: list[str] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(8)
-
-    def create() -> None:
-        start.wait()
-        try:
-            ids.append(store.create(key_id, "m", {"prompt": "x"}, 1, 1, idempotency=Idempotency("k", "h")).id)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=create) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    ids, errors = at_once(lambda _: store.create(key_id, "m", {"prompt": "x"}, 1, 1,
+                                                 idempotency=Idempotency("k", "h")).id, 8)
     assert errors == [] and len(ids) == 8 and len(set(ids)) == 1
     assert store.history(key_id, 1, 100)[0] == 1
     with pytest.raises(Conflict):

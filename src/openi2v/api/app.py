@@ -27,6 +27,7 @@ from openi2v.config import Settings
 from openi2v.engines.registry import build_engines
 from openi2v.errors import InvalidInput, OpenI2VError
 from openi2v.store import Database
+from openi2v.sweeper import Sweeper
 from openi2v.system import die_with_parent
 
 log = logging.getLogger("openi2v.api")
@@ -47,11 +48,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         from openi2v.api.webhooks import WebhookSender
 
-        sender = asyncio.create_task(WebhookSender(context).run(), name="webhooks")
+        tasks = [asyncio.create_task(WebhookSender(context).run(), name="webhooks"),
+                 asyncio.create_task(Sweeper(db, context.storage, settings).run(), name="retention")]
         yield
-        sender.cancel()
-        with suppress(asyncio.CancelledError):
-            await sender
+        for task in tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
         db.dispose()
 
     app = FastAPI(title="OpenI2V", version=__version__, lifespan=lifespan, telemetry=TELEMETRY_OFF)
@@ -87,8 +90,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code >= 500:  # our fault (a disk, a database): the detail is for the log only
             log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
             return _error(exc.status_code, "internal server error")
-        # a body refused part-way stays unread: close the connection rather than read the rest
-        return _error(exc.status_code, exc.message, {"Connection": "close"} if exc.status_code == 413 else None)
+        return _error(exc.status_code, exc.message, exc.headers)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, exc: ClientDisconnect) -> Response:

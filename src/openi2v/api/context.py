@@ -14,6 +14,7 @@ from openi2v.media.images import MediaFetcher
 from openi2v.outbound import OutboundGuard
 from openi2v.storage.local import LocalStorage
 from openi2v.store import AccountStore, Database, PredictionStore, UploadStore
+from openi2v.store.retention import RetentionStore
 
 T = TypeVar("T")
 
@@ -28,13 +29,15 @@ class Context:
     storage: LocalStorage
     fetcher: MediaFetcher
     engines: dict[str, Engine]  # the models served: described and validated here, run by the workers
+    retention: RetentionStore
 
     @classmethod
     def build(cls, settings: Settings, db: Database, engines: dict[str, Engine]) -> "Context":
         storage = LocalStorage(settings.data_dir)
-        return cls(settings, db, PredictionStore(db, settings.max_attempts), AccountStore(db), UploadStore(db),
+        return cls(settings, db, PredictionStore.from_settings(db, settings), AccountStore(db),
+                   UploadStore(db, settings.retention_s),
                    storage, MediaFetcher(storage, settings.fetch_timeout_s, OutboundGuard.from_settings(settings)),
-                   engines)
+                   engines, RetentionStore(db, settings.retention_s))
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store read from a route.

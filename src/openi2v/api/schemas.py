@@ -39,9 +39,14 @@ def iso(ts: float) -> str:
 def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_position: int | None = None) -> dict:
     """The ``data`` object of submit, result and history answers.
 
-    Hosted-API fields first; ours (seed, progress, queue_position, cost, details) are additive.
+    Hosted-API fields first; ours (seed, progress, queue_position, cost, expires_at, details) are
+    additive. Once retention has removed the files, output URLs stay (fetching one is a 410 that
+    says so) and base64 outputs are empty.
     """
-    outputs = [_b64(o, storage) if p.base64_output else base + o for o in p.outputs]
+    if p.base64_output:
+        outputs = [] if p.swept_at else [_b64(o, storage) for o in p.outputs]
+    else:
+        outputs = [base + o for o in p.outputs]
     data: dict[str, Any] = {
         "id": p.id,
         "model": p.model,
@@ -57,6 +62,7 @@ def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_posit
         "progress": p.progress,
         "cost": to_usd(p.price_micros) if p.status.billable else 0.0,
         "input": _public_inputs(p.inputs, base),
+        "expires_at": iso(p.expires_at) if p.expires_at else None,
     }
     if p.status is Status.FAILED and p.error_code:
         data["code"] = p.error_code

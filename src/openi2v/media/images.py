@@ -6,7 +6,6 @@ Bytes come back raw; ``domain/inputs.py`` judges them.
 from __future__ import annotations
 
 import asyncio
-import re
 from urllib.parse import urljoin
 
 import httpx
@@ -14,10 +13,18 @@ import httpx
 from openi2v.domain.inputs import decode_data_uri
 from openi2v.errors import InvalidInput, MediaUnavailable, NotFound
 from openi2v.outbound import NO_KEEPALIVE, OutboundGuard
-from openi2v.storage.local import LocalStorage
+from openi2v.storage.local import UPLOAD_URL, LocalStorage
 
-OWN_UPLOAD = re.compile(r"/media/([A-Za-z0-9_-]{16,64})/([^/?#]+)")
 MAX_REDIRECTS = 3
+
+
+def own_upload(ref: str) -> tuple[str, str] | None:
+    """(token, filename) when a URL names one of our uploads, whatever host it was given for."""
+    try:
+        m = UPLOAD_URL.search(httpx.URL(ref).path)  # the parser check_url judged it with
+    except httpx.InvalidURL:
+        return None  # not ours: the guard refuses it by name
+    return None if m is None else (m.group(1), m.group(2))
 
 
 class MediaFetcher:
@@ -32,14 +39,11 @@ class MediaFetcher:
         """Bytes for a data URI or one of our upload URLs; None for a remote URL."""
         if ref.startswith("data:"):
             return decode_data_uri(field, ref)
-        try:
-            m = OWN_UPLOAD.search(httpx.URL(ref).path)  # the parser check_url judged it with
-        except httpx.InvalidURL:
-            return None  # not ours: the guard refuses it by name
-        if m is None:
+        upload = own_upload(ref)
+        if upload is None:
             return None
         try:
-            return self.storage.resolve("media", m.group(1), m.group(2)).read_bytes()
+            return self.storage.resolve("media", *upload).read_bytes()
         except NotFound:
             return None  # not ours after all: fetch it like any URL
 

@@ -16,6 +16,12 @@ from openi2v.errors import NotFound, PayloadTooLarge, StorageError
 
 KINDS = {"uploads": "media", "outputs": "files"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+UPLOAD_URL = re.compile(r"/media/([A-Za-z0-9_-]{16,64})/([^/?#]+)")  # an upload's URL: its token and name
+
+
+def upload_url_path(token: str, filename: str) -> str:
+    """Where an upload is served, relative to the public base (as outputs' paths are)."""
+    return f"media/{token}/{filename}"
 
 
 def safe_name(filename: str) -> str:
@@ -52,15 +58,15 @@ class LocalStorage:
             raise StorageError(f"could not store output: {exc}") from exc
         return f"files/{token}/{dest.name}"
 
-    def delete_output(self, rel: str) -> None:
-        """Remove an output that ``save_output`` stored (its URL path); a missing one is already gone."""
+    def delete_file(self, rel: str) -> None:
+        """Remove an output or an upload by its URL path; a missing one is already gone."""
         kind, token, name = (rel.split("/", 2) + ["", ""])[:3]
         try:
             shutil.rmtree(self.resolve(kind, token, name).parent)
-        except NotFound:
+        except (NotFound, FileNotFoundError):  # gone already, or just now by another process
             pass
         except OSError as exc:
-            raise StorageError(f"could not delete output: {exc}") from exc
+            raise StorageError(f"could not delete {rel}: {exc}") from exc
 
     def resolve(self, url_kind: str, token: str, filename: str) -> Path:
         """The file behind /media/... or /files/...; NotFound for anything else."""

@@ -7,6 +7,11 @@ queued or running row at once; the worker running it finds out at its next heart
 row is no longer its) and stops the engine. A worker that
 dies stops heart-beating; once its lease expires the row is claimed again, until
 ``max_attempts`` is spent, and then it fails with "worker lost".
+
+Limits per key (domain/limits.py) are kept here, in the rows every process shares: ``create``
+counts a key's waiting predictions and its submit rate under the lock of the key's row, and
+``claim`` skips a key already running its limit (locking the key's row on PostgreSQL, where
+workers claim at once), so the limits hold across API processes and workers on any machine.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
+from openi2v.domain.limits import Limits
 from openi2v.domain.prediction import Status, can_move
-from openi2v.errors import Conflict, InsufficientBalance, NotFound, Unauthorized
+from openi2v.errors import Conflict, InsufficientBalance, NotFound, TooManyRequests, Unauthorized
 from openi2v.store.accounts import OPEN_STATUSES, AccountStore
 from openi2v.store.database import Database, insert_once, now
 from openi2v.store.schema import api_keys, idempotency_keys, ledger, predictions, webhook_deliveries
@@ -49,6 +55,8 @@ class Prediction:
     lease_expires_at: float | None = None
     attempts: int = 0
     webhook: dict[str, str] | None = None  # {"url", "base"}: POST the result there when it ends
+    expires_at: float | None = None  # when retention removes its files (known once it ends)
+    swept_at: float | None = None  # when it did
 
     @property
     def files(self) -> list[str]:
@@ -70,11 +78,21 @@ def stored_files(outputs: list[str], details: dict[str, Any]) -> list[str]:
 _BY_ID = select(predictions).where(predictions.c.id == bindparam("id"))
 _BY_ID_AND_KEY = _BY_ID.where(predictions.c.api_key_id == bindparam("key"))
 _QUEUED_BEFORE = select(func.count().label("n")).select_from(predictions).where(
-    predictions.c.status == bindparam("status"), predictions.c.created_at < bindparam("created_at"))
+    predictions.c.status == Status.CREATED.value, predictions.c.created_at < bindparam("created_at"))
+_running = predictions.alias("running")
+
+
+def _running_of(key_id, but: Any = None):
+    """How many predictions of a key are running (``but`` one: a lost lease being claimed again)."""
+    where = [_running.c.api_key_id == key_id, _running.c.status == Status.PROCESSING.value]
+    if but is not None:
+        where.append(_running.c.id != but)
+    return select(func.count()).select_from(_running).where(*where).scalar_subquery()
 
 
 PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
 IDEMPOTENCY_S = 24 * 3600  # how long an Idempotency-Key names its prediction
+QUEUED_RETRY_S = 5.0  # Retry-After when too many wait: a guess, as nobody knows when one starts
 
 
 @dataclass(frozen=True)
@@ -103,10 +121,22 @@ class Outcome:
 
 
 class PredictionStore:
-    def __init__(self, db: Database, max_attempts: int = 3) -> None:
+    def __init__(self, db: Database, max_attempts: int = 3, limits: Limits = Limits(),
+                 retention_s: float = 0.0) -> None:
         self.db = db
         self.max_attempts = max_attempts
+        self.limits = limits
+        self.retention_s = retention_s  # an ended prediction's files expire this long after (0: never)
         self._accounts = AccountStore(db)
+        self._queued_before = _QUEUED_BEFORE
+        if limits.running:  # predictions of a key at its running limit start after this one does
+            self._queued_before = _QUEUED_BEFORE.where(or_(
+                predictions.c.api_key_id == bindparam("key"),
+                _running_of(predictions.c.api_key_id) < limits.running))
+
+    @classmethod
+    def from_settings(cls, db: Database, settings) -> "PredictionStore":
+        return cls(db, settings.max_attempts, Limits.from_settings(settings), settings.retention_s)
 
     # --- the API side -------------------------------------------------------------
 
@@ -132,6 +162,7 @@ class PredictionStore:
                 raise Unauthorized("Unauthorized: invalid API key")
             if idempotency is not None and (earlier := self._replay(conn, api_key_id, idempotency)):
                 return Prediction.from_row(conn.execute(_BY_ID, {"id": earlier}).one())
+            self._admit(conn, api_key_id, row["created_at"])
             if self._accounts.balance(api_key_id, conn) < price_micros:
                 raise InsufficientBalance("insufficient balance")
             conn.execute(predictions.insert().values(**row))
@@ -140,6 +171,23 @@ class PredictionStore:
                     api_key_id=api_key_id, key=idempotency.key, request_hash=idempotency.request_hash,
                     prediction_id=row["id"], created_at=row["created_at"]))
         return Prediction(**{**row, "status": Status.CREATED})
+
+    def _admit(self, conn: Connection, api_key_id: int, t: float) -> None:
+        """Refuse a submit over the key's limits (429); otherwise count it against its rate."""
+        limits = self.limits
+        if limits.queued:
+            waiting = conn.execute(select(func.count()).select_from(predictions).where(
+                predictions.c.api_key_id == api_key_id, predictions.c.status == Status.CREATED.value)).scalar_one()
+            if waiting >= limits.queued:
+                raise TooManyRequests(f"too many predictions waiting: at most {limits.queued} may wait to start per "
+                                      "API key; submit again when some have started", QUEUED_RETRY_S)
+        if limits.submits_per_minute:
+            me = api_keys.c.id == api_key_id
+            tat, wait = limits.admit(conn.execute(select(api_keys.c.rate_tat).where(me)).scalar(), t)
+            if wait:
+                raise TooManyRequests(f"rate limit: at most {limits.submits_per_minute} submits per minute per API "
+                                      f"key; retry after {wait:.1f} s", wait)
+            conn.execute(update(api_keys).where(me).values(rate_tat=tat))
 
     def replayed(self, api_key_id: int, idempotency: Idempotency) -> Prediction | None:
         """The prediction an earlier submit with this key made (read first, so that a retry stores
@@ -218,10 +266,11 @@ class PredictionStore:
         return cancelled
 
     def queue_position(self, p: Prediction) -> int:
-        """How many queued predictions were submitted before this one (0 = next)."""
+        """How many queued predictions start before this one (0 = next): those submitted earlier, but
+        not those of another key that is running all it may at once (they are passed over)."""
         if p.status is not Status.CREATED:
             return 0
-        return self.db.fetch_one(_QUEUED_BEFORE, status=Status.CREATED.value, created_at=p.created_at)["n"]
+        return self.db.fetch_one(self._queued_before, created_at=p.created_at, key=p.api_key_id)["n"]
 
     def history(self, api_key_id: int, page: int, page_size: int, model: str | None = None,
                 status: str | None = None, created_after: float | None = None,
@@ -244,7 +293,8 @@ class PredictionStore:
     # --- the worker side ----------------------------------------------------------
 
     def claim(self, owner: str, models: list[str], lease_s: float) -> Prediction | None:
-        """Atomically take the oldest queued job (or one whose lease expired) for these models."""
+        """Atomically take the oldest queued job (or one whose lease expired) for these models,
+        passing over keys that run all they may at once."""
         t = now()
         self._fail_exhausted(t)
         claimable = or_(
@@ -252,12 +302,19 @@ class PredictionStore:
             and_(predictions.c.status == Status.PROCESSING.value, predictions.c.lease_expires_at < t,
                  predictions.c.attempts < self.max_attempts),
         )
-        pick = (select(predictions.c.id).where(claimable, predictions.c.model.in_(models))
-                .order_by(predictions.c.created_at).limit(1).with_for_update(skip_locked=True))
+        where = [claimable, predictions.c.model.in_(models)]
+        limit = self.limits.running
+        if limit:
+            where.append(_running_of(predictions.c.api_key_id, but=predictions.c.id) < limit)
+        pick = (select(predictions.c.id, predictions.c.api_key_id).where(*where)
+                .order_by(predictions.c.created_at).limit(1).with_for_update(skip_locked=True, of=predictions))
         with self.db.write() as conn:
-            picked = conn.execute(pick).scalar()
+            picked = conn.execute(pick).first()
             if picked is None:
                 return None
+            if limit and not self._under_running_limit(conn, picked.api_key_id, picked.id):
+                return None  # another worker started one of this key's meanwhile: the next claim passes it over
+            picked = picked.id
             row = conn.execute(
                 update(predictions).where(predictions.c.id == picked, claimable).values(
                     status=Status.PROCESSING.value, lease_owner=owner, lease_expires_at=t + lease_s,
@@ -266,6 +323,13 @@ class PredictionStore:
                 ).returning(*predictions.c)
             ).first()
         return Prediction.from_row(row) if row else None
+
+    def _under_running_limit(self, conn: Connection, key_id: int, prediction_id: str) -> bool:
+        """Counted again under the key row's lock: two workers picking the same key's jobs at once (on
+        PostgreSQL) saw the same count; the second to get the lock sees the first's claim committed."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id).with_for_update())
+        return conn.execute(select(_running_of(key_id, but=prediction_id))).scalar_one() < self.limits.running
 
     def heartbeat(self, prediction_id: str, owner: str, lease_s: float, progress: int) -> bool:
         """Extend the lease and record progress; False means the lease was lost."""
@@ -295,7 +359,9 @@ class PredictionStore:
             lease_owner=None, lease_expires_at=None,
         )
         if outcome.status.terminal:
-            values.update(completed_at=now(), progress=100 if outcome.status is Status.COMPLETED else current.progress)
+            t = now()
+            values.update(completed_at=t, progress=100 if outcome.status is Status.COMPLETED else current.progress,
+                          expires_at=t + self.retention_s if self.retention_s else None)
         if conn.execute(update(predictions).where(*guard).values(**values)).rowcount != 1:
             return False
         if outcome.status is Status.COMPLETED:

@@ -22,6 +22,7 @@ api_keys = Table(
     Column("revoked_at", Float),
     Column("touched_at", Float),
     Column("webhook_secret", String(64)),  # "whsec_..."; made on first use
+    Column("rate_tat", Float),  # submits-per-minute state (domain/limits.py's GCRA)
 )
 
 predictions = Table(
@@ -48,8 +49,12 @@ predictions = Table(
     Column("lease_expires_at", Float),
     Column("attempts", Integer, nullable=False, default=0),
     Column("webhook", JSON),  # {"url": where to POST the result, "base": the API's base URL at submit}
+    Column("expires_at", Float),  # when its files are swept (set when it ends; None: kept for ever)
+    Column("swept_at", Float),  # when retention removed its files
     Index("ix_predictions_queue", "status", "created_at"),
     Index("ix_predictions_owner", "api_key_id", "created_at"),
+    Index("ix_predictions_sweep", "swept_at", "expires_at"),
+    Index("ix_predictions_key_status", "api_key_id", "status"),
 )
 
 ledger = Table(
@@ -73,6 +78,16 @@ uploads = Table(
     Column("created_at", Float, nullable=False),
     Column("put_expires_at", Float, nullable=False),
     Column("received_at", Float),
+    Column("expires_at", Float),  # when retention removes it (None: kept for ever)
+    Index("ix_uploads_expires", "expires_at"),
+)
+
+# Files retention removed, by URL path ("files/<token>/<name>"): fetching one is a 410 that says so,
+# not a bare 404. Kept for one more retention period.
+expired_files = Table(
+    "expired_files", metadata,
+    Column("path", String(300), primary_key=True),
+    Column("expired_at", Float, nullable=False, index=True),
 )
 
 # The webhook outbox: a row is written in the same transaction that ends its prediction, so a

@@ -1,4 +1,8 @@
-"""Uploads: a ticket (single-use, expiring PUT capability) and the file it receives."""
+"""Uploads: a ticket (single-use, expiring PUT capability) and the file it receives.
+
+An upload expires ``retention_s`` after it was made, or after the last submit that used it
+(``use``), whichever is later; the sweeper (``sweeper.py``) then removes it.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class Upload:
     created_at: float
     put_expires_at: float
     received_at: float | None
+    expires_at: float | None  # None: kept for ever
 
     @classmethod
     def from_row(cls, row: Any) -> "Upload":
@@ -30,15 +35,16 @@ class Upload:
 
 
 class UploadStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, retention_s: float = 0.0) -> None:
         self.db = db
+        self.retention_s = retention_s
 
     def create(self, api_key_id: int, filename: str, content_type: str, size: int, ttl_s: float,
                received: bool = False) -> Upload:
         t = now()
         values = dict(token=secrets.token_urlsafe(24), api_key_id=api_key_id, filename=filename,
                       content_type=content_type, size=size, created_at=t, put_expires_at=t + ttl_s,
-                      received_at=t if received else None)
+                      received_at=t if received else None, expires_at=self._expiry(t))
         with self.db.write() as conn:
             conn.execute(insert(uploads).values(**values))
         return Upload(**values)
@@ -63,6 +69,17 @@ class UploadStore:
         if done != 1:
             raise Conflict("upload ticket already used")
         return upload
+
+    def use(self, token: str) -> bool:
+        """A submit names this upload: it is kept ``retention_s`` from now. False when it is gone (the
+        sweeper removed it): the sweeper removes only uploads whose time has passed, so after a True
+        it leaves this one alone until the prediction has ended."""
+        with self.db.write() as conn:
+            return conn.execute(update(uploads).where(uploads.c.token == token)
+                                .values(expires_at=self._expiry(now()))).rowcount == 1
+
+    def _expiry(self, t: float) -> float | None:
+        return t + self.retention_s if self.retention_s else None
 
     def set_size(self, token: str, size: int) -> None:
         with self.db.write() as conn:

@@ -38,7 +38,7 @@ class Worker:
     def __init__(self, settings: Settings, db: Database, engines: dict[str, Engine],
                  safety: SafetyChecker | None = None) -> None:
         self.settings = settings
-        self.store = PredictionStore(db, settings.max_attempts)
+        self.store = PredictionStore.from_settings(db, settings)
         self.storage = LocalStorage(settings.data_dir)
         self.fetcher = MediaFetcher(self.storage, settings.fetch_timeout_s,
                                     OutboundGuard.from_settings(settings))
@@ -96,7 +96,7 @@ class Worker:
             log.warning("prediction %s: no longer ours (cancelled, deleted, or the lease was lost) before its result "
                         "was recorded; its files are removed", p.id)
             for rel in outcome.files:
-                self.storage.delete_output(rel)
+                self.storage.delete_file(rel)
 
     def _generate(self, p: Prediction, work: Path, beat: "_Heartbeat") -> Outcome:
         job = self._engine_job(p, work)

@@ -14,9 +14,9 @@ from openi2v.api.bodies import json_body
 from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, iso
 from openi2v.domain.inputs import parse_content_type
-from openi2v.errors import InvalidInput, PayloadTooLarge
+from openi2v.errors import Gone, InvalidInput, NotFound, PayloadTooLarge
 from openi2v.media.filetypes import OCTET_STREAM, file_type
-from openi2v.storage.local import safe_name
+from openi2v.storage.local import safe_name, upload_url_path
 from openi2v.store import Upload
 
 router = APIRouter()
@@ -91,7 +91,14 @@ def serve_file(token: str, filename: str, request: Request) -> FileResponse:
     """A user's file, which must never run as a page on our origin: its type comes from its bytes,
     anything but media we accept is a download, and a sandbox CSP covers whatever a browser renders."""
     kind = request.url.path.split("/", 2)[1]
-    path = ctx(request).storage.resolve(kind, token, filename)
+    c = ctx(request)
+    try:
+        path = c.storage.resolve(kind, token, filename)
+    except NotFound:
+        if gone := c.retention.expired_file(f"{kind}/{token}/{filename}"):
+            raise Gone(f"this file expired at {iso(gone)} and was deleted (files are kept "
+                       f"{c.settings.retention_days:g} days)") from None
+        raise
     media_type = file_type(path)
     media = media_type != OCTET_STREAM
     return FileResponse(path, media_type=media_type, filename=path.name, headers=headers.user_file(media),
@@ -101,8 +108,9 @@ def serve_file(token: str, filename: str, request: Request) -> FileResponse:
 def _upload_data(upload: Upload, base: str) -> dict:
     kind = upload.content_type.split("/", 1)[0]
     return {"type": kind if kind in ("image", "video", "audio") else "file",
-            "download_url": f"{base}media/{upload.token}/{upload.filename}",
-            "filename": upload.filename, "size": upload.size}
+            "download_url": base + upload_url_path(upload.token, upload.filename),
+            "filename": upload.filename, "size": upload.size,
+            "expires_at": iso(upload.expires_at) if upload.expires_at else None}
 
 
 def _check_size(c: Context, size: int) -> None:

@@ -17,13 +17,15 @@ from starlette.concurrency import run_in_threadpool
 
 from openi2v.api.bodies import json_body
 from openi2v.api.context import Context, api_key, ctx
-from openi2v.api.schemas import envelope, prediction_data
+from openi2v.api.schemas import envelope, iso, prediction_data
 from openi2v.domain.billing import price_micros
 from openi2v.domain.inputs import (MEDIA_FIELDS, VideoRequest, check_audio, check_url, inspect_image,
                                    optional_str, parse_flag, parse_idempotency_key, parse_ids,
                                    parse_request)
 from openi2v.domain.prediction import Status
 from openi2v.media.filetypes import HEAD_BYTES, sniff
+from openi2v.media.images import own_upload
+from openi2v.storage.local import upload_url_path
 from openi2v.errors import InvalidInput, NotFound, StorageError
 from openi2v.store import Prediction
 from openi2v.store.predictions import Idempotency
@@ -72,7 +74,7 @@ def _delete(c: Context, key_id: int, ids: list[str]) -> list[str]:
     for p in deleted:
         for rel in p.files:
             try:
-                c.storage.delete_output(rel)
+                c.storage.delete_file(rel)
             except StorageError:  # the rows are gone already: a file left behind is for the log
                 log.exception("prediction %s: could not delete %s", p.id, rel)
     return [p.id for p in deleted]
@@ -130,15 +132,21 @@ async def _wait(c: Context, request: Request, p: Prediction) -> JSONResponse:
 def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, Any]:
     """Judge media we already hold (data URIs, our uploads) now, so bad files are a 400 at submit.
 
-    Data URIs are kept as uploads so the stored inputs stay small. Remote URLs are
-    fetched and judged by the worker (a failure there fails the prediction).
+    Data URIs are kept as uploads so the stored inputs stay small. An upload a submit names is
+    kept a full retention period from now. Remote URLs are fetched and judged by the worker (a
+    failure there fails the prediction).
     """
     inputs = req.to_json()
     for field in MEDIA_FIELDS:
         ref = inputs.get(field)
+        upload = own_upload(ref) if ref and not ref.startswith("data:") else None
         data = c.fetcher.local(field, ref) if ref else None
         if data is None:
+            if upload and (gone := c.retention.expired_file(upload_url_path(*upload))):
+                raise InvalidInput(field, f"the upload expired at {iso(gone)} and was deleted: upload the file again")
             continue
+        if upload and not c.uploads.use(upload[0]):
+            raise InvalidInput(field, "the upload has just expired and is being deleted: upload the file again")
         if field == "audio":
             check_audio(field, data)
         else:
@@ -146,11 +154,11 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, 
         if ref.startswith("data:"):
             content_type = sniff(data[:HEAD_BYTES])
             name = f"{field}.{content_type.rsplit('/', 1)[-1]}"
-            upload = c.uploads.create(key_id, name, content_type, len(data), 0, received=True)
-            path = c.storage.upload_path(upload.token, name)
+            stored = c.uploads.create(key_id, name, content_type, len(data), 0, received=True)
+            path = c.storage.upload_path(stored.token, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            inputs[field] = f"/media/{upload.token}/{path.name}"
+            inputs[field] = "/" + upload_url_path(stored.token, path.name)
     return inputs
 
 

@@ -1,0 +1,69 @@
+"""Retention: delete outputs and uploads whose time has passed.
+
+Every API process runs a ``Sweeper`` (and ``openi2v sweep`` runs one pass, for cron); they may
+run at once, as ``store/retention.py`` hands each expired thing to one of them. A prediction's
+files are deleted before it is marked swept (a crash in between deletes them again next time);
+an upload's row goes before its file, so a submit that names it meanwhile is told it expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from openi2v.config import Settings
+from openi2v.storage.local import LocalStorage
+from openi2v.store import Database
+from openi2v.store.database import now
+from openi2v.store.retention import RetentionStore
+
+log = logging.getLogger("openi2v.sweeper")
+BATCH = 500  # expired predictions, and uploads, handled per pass
+
+
+@dataclass(frozen=True)
+class Swept:
+    predictions: int  # whose files this pass removed
+    uploads: int
+    full: bool = False  # a whole batch of either was found: more may be waiting
+
+
+class Sweeper:
+    def __init__(self, db: Database, storage: LocalStorage, settings: Settings) -> None:
+        self.store = RetentionStore(db, settings.retention_s)
+        self.storage = storage
+        self.interval_s = settings.sweep_interval_s
+
+    def sweep(self, t: float | None = None) -> Swept:
+        """One pass at time ``t`` (now by default)."""
+        if not self.store.retention_s:
+            return Swept(0, 0)
+        t = now() if t is None else t
+        self.store.assign_expiry()
+        ended, swept_predictions = self.store.expired_predictions(t, BATCH), 0
+        for expired in ended:
+            for rel in expired.files:
+                self.storage.delete_file(rel)
+            swept_predictions += self.store.mark_swept(expired, t)
+        uploads, swept_uploads = self.store.expired_uploads(t, BATCH), 0
+        for expired in uploads:
+            if self.store.forget_upload(expired, t):
+                self.storage.delete_file(expired.files[0])
+                swept_uploads += 1
+        self.store.prune(t)
+        if swept_predictions or swept_uploads:
+            log.info("retention: removed the files of %d predictions and %d uploads", swept_predictions, swept_uploads)
+        return Swept(swept_predictions, swept_uploads, BATCH in (len(ended), len(uploads)))
+
+    async def run(self) -> None:
+        """Until cancelled: a pass every ``interval_s`` (at once again after a full batch)."""
+        while self.store.retention_s:
+            try:
+                swept = await run_in_threadpool(self.sweep)
+            except Exception:  # a disk or the database briefly failing: the next pass tries again
+                log.exception("retention sweep failed")
+                swept = Swept(0, 0)
+            await asyncio.sleep(0 if swept.full else self.interval_s)
