@@ -66,6 +66,25 @@ def test_a_running_prediction_stops_at_its_engines_next_check(api, tmp_path, mon
     assert balance(api) == pytest.approx(10.0)
 
 
+def test_a_cancel_reaches_the_engine_between_heartbeats(settings, tmp_path, monkeypatch):
+    """The engine's own checks read the row: with a heartbeat that never comes in the test's time, the
+    cancelled render still stops."""
+    api = Api(settings.model_copy(update={"heartbeat_s": 3600.0, "lease_s": 7200.0}))
+    monkeypatch.setenv("GATED_ENGINE_GATE", str(tmp_path / "never-opened"))
+    worker = Worker(api.settings, api.db, {KLING_MODEL: Gated()})
+    pid = submit(api)
+    running = threading.Thread(target=worker.run_once, daemon=True)
+    running.start()
+    deadline = time.monotonic() + 60  # a guard against a hang, not a speed limit
+    while api.app.state.ctx.predictions.get(pid).status.value != "processing":
+        assert time.monotonic() < deadline, "the job was never claimed"
+        time.sleep(0.05)
+    assert cancel(api, pid).json()["data"]["status"] == "cancelled"
+    running.join(120)
+    assert not running.is_alive(), "the engine did not stop"
+    api.client.close()
+
+
 def test_the_camera_engine_stops_at_its_next_frame_after_a_cancel(api):
     engine = HeldUntilCancelled(build_engines(api.settings)[KLING_MODEL])
     worker = Worker(api.settings, api.db, {KLING_MODEL: engine})

@@ -3,9 +3,8 @@
 Life of a row: ``create`` (status created, money held by its quote) -> ``claim`` (one
 worker, with a lease) -> ``heartbeat`` (extends the lease, records progress) ->
 ``finish`` (completed + charge, or failed), all through ``_transition``. ``cancel`` ends a
-queued or running row at once; the worker running it finds out at its next heartbeat (the
-row is no longer its) and stops the engine. A worker that
-dies stops heart-beating; once its lease expires the row is claimed again, until
+queued or running row at once; the worker running it finds out at its engine's next check
+(``holds``: the row is no longer its) and stops the engine. A worker that dies stops heart-beating; once its lease expires the row is claimed again, until
 ``max_attempts`` is spent, and then it fails with "worker lost".
 
 Limits per key (domain/limits.py) are kept here, in the rows every process shares: ``create``
@@ -79,6 +78,7 @@ _BY_ID = select(predictions).where(predictions.c.id == bindparam("id"))
 _BY_ID_AND_KEY = _BY_ID.where(predictions.c.api_key_id == bindparam("key"))
 _QUEUED_BEFORE = select(func.count().label("n")).select_from(predictions).where(
     predictions.c.status == Status.CREATED.value, predictions.c.created_at < bindparam("created_at"))
+_HOLDER = select(predictions.c.status, predictions.c.lease_owner).where(predictions.c.id == bindparam("id"))
 _running = predictions.alias("running")
 
 
@@ -338,6 +338,11 @@ class PredictionStore:
                 predictions.c.id == prediction_id, predictions.c.lease_owner == owner,
                 predictions.c.status == Status.PROCESSING.value,
             ).values(lease_expires_at=now() + lease_s, progress=progress)).rowcount == 1
+
+    def holds(self, prediction_id: str, owner: str) -> bool:
+        """Whether this worker still holds the job (it was not cancelled, deleted or reclaimed)."""
+        row = self.db.fetch_one(_HOLDER, id=prediction_id)
+        return row is not None and row["status"] == Status.PROCESSING.value and row["lease_owner"] == owner
 
     def finish(self, prediction_id: str, owner: str | None, outcome: Outcome) -> bool:
         """Record a job's end in one transaction (with its charge); False if the lease was lost."""

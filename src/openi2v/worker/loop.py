@@ -102,7 +102,7 @@ class Worker:
         job = self._engine_job(p, work)
         engine = self.engines[p.model]
         started = time.perf_counter()
-        result = engine.run(job, beat.report, lambda: beat.lost.is_set() or self.stopping.is_set())
+        result = engine.run(job, beat.report, lambda: beat.cancelled() or self.stopping.is_set())
         inference_ms = int(round((time.perf_counter() - started) * 1000))
         nsfw = self._nsfw(job, result.video)
         if nsfw and self.settings.nsfw_policy == "block":
@@ -140,18 +140,33 @@ class Worker:
 
 
 class _Heartbeat:
-    """Extends the lease every ``heartbeat_s`` and records the latest progress."""
+    """Extends the lease every ``heartbeat_s`` and records the latest progress. Between beats the
+    engine's checks look at the row at most every ``CANCEL_CHECK_S``, so a cancel stops a render
+    within that and one step, not a whole heartbeat."""
 
     def __init__(self, store: PredictionStore, prediction_id: str, owner: str, settings: Settings) -> None:
         self.store, self.id, self.owner, self.settings = store, prediction_id, owner, settings
         self.progress = 0
         self.lost = threading.Event()
+        self._checked = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{prediction_id[:8]}", daemon=True)
         self._thread.start()
 
     def report(self, fraction: float) -> None:
         self.progress = max(self.progress, min(99, int(fraction * 100)))
+
+    def cancelled(self) -> bool:
+        """Whether the job is no longer ours (cancelled, deleted, or the lease lost): the engine's check."""
+        t = time.monotonic()
+        if not self.lost.is_set() and t - self._checked >= CANCEL_CHECK_S:
+            self._checked = t
+            try:
+                if not self.store.holds(self.id, self.owner):
+                    self.lost.set()
+            except Exception:  # the store briefly unavailable: the heartbeat decides
+                log.exception("cancel check for %s failed", self.id)
+        return self.lost.is_set()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_s):
@@ -166,6 +181,8 @@ class _Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
 
+
+CANCEL_CHECK_S = 0.25  # a read of one row by its key, at most this often per running job
 
 # Rendering is batch work; answering a poll is interactive. Beside the API the workers
 # run at a lower CPU priority, so polls stay fast while every core renders.

@@ -83,7 +83,7 @@ def _delete(c: Context, key_id: int, ids: list[str]) -> list[str]:
 @router.post("/api/v3/predictions/{prediction_id}/cancel")
 async def cancel(prediction_id: str, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     """Ours: stop a queued or running prediction. It ends as ``cancelled`` (nothing charged, its
-    webhook sent); a running one stops within a heartbeat. 409 when it has already ended."""
+    webhook sent); a running one stops at its engine's next check. 409 when it has already ended."""
     c = ctx(request)
     return envelope(await _data(c, request, await run_in_threadpool(c.predictions.cancel, prediction_id, key_id)))
 
