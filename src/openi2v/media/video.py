@@ -49,7 +49,14 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], *, fps: int, width: int,
         # No B-frames: x264 codes them at lower quality than the P-frames around them, and that
         # alternation reads as a shimmer in slow camera moves (it tripled the measured zoom jitter of a
         # slow zoom at CRF 18). Without them a clip is ~1.7x the bytes at the same CRF and encodes faster.
-        stream.codec_context.options = {"crf": str(crf), "preset": preset, "bf": "0"}
+        # cpu-independent: x264's AVX-512 macroblock-tree code (mbtree_propagate_list) takes 8 macroblocks at
+        # a time, so where a row's width is not a multiple of 128 px (540 px, say) it runs past the row's end;
+        # past the last row it reads costs and motion vectors from memory x264 never wrote and adds them into
+        # the picture's costs. The same frames then gave other bytes whenever the heap held other leftovers.
+        # This option swaps in x264's plain C mbtree functions: the same frames give the same bytes, on any
+        # CPU, at no measurable cost (bench/motion_vs_ffmpeg.py; the mbtree pass works on the lowres picture).
+        stream.codec_context.options = {"crf": str(crf), "preset": preset, "bf": "0",
+                                        "x264-params": "cpu-independent=1"}
         # x264's frame threads, as the ffmpeg command line uses (PyAV's default, slice threads, is ~15 %
         # slower on 2 cores and splits every picture into slices)
         stream.codec_context.thread_type = "FRAME"
