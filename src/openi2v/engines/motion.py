@@ -319,6 +319,11 @@ def _prefetch(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarr
                 q.put(f)
             q.put(done)
         except BaseException as exc:  # handed to the consumer, raised there
+            while True:  # ahead of the frames still queued: a cancel need not wait for them to be encoded
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    break
             q.put(exc)
 
     thread = threading.Thread(target=produce, name="motion-render", daemon=True)
