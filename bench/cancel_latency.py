@@ -69,11 +69,12 @@ def measure(settings: Settings, tries: int) -> tuple[list[float], list[float]]:
             pid = api.submit({"image": pictures.data_uri(), "prompt": "slow zoom in", "duration": 10}).json()["data"]["id"]
             running = threading.Thread(target=worker.run_once)
             running.start()
-            timed.started.wait(600)
+            assert timed.started.wait(600), "the render never started"
             time.sleep(random.uniform(0, settings.heartbeat_s))  # anywhere in the heartbeat's cycle
             asked = time.perf_counter()
             status = api.client.post(f"/api/v3/predictions/{pid}/cancel", headers=api.h()).json()["data"]["status"]
-            running.join()
+            running.join(600)
+            assert not running.is_alive(), "the engine never stopped"
             assert status == "cancelled" and api.result(pid).json()["data"]["status"] == "cancelled"
             assert timed.stopped, "the render ended before the cancel reached it: make it longer"
             gaps.append(statistics.median(b - a for a, b in zip(timed.reports, timed.reports[1:])))

@@ -146,7 +146,7 @@ def keys_revoke(key: str = typer.Argument(..., help="Key id or prefix, as `keys 
     accounts = _accounts()
     key_id = _key_id(accounts, key)
     accounts.revoke(key_id)
-    cancelled = PredictionStore(accounts.db).cancel_open(key_id)
+    cancelled = PredictionStore.from_settings(accounts.db, _settings()).cancel_open(key_id)
     typer.echo(f"revoked {key}; cancelled {len(cancelled)} open prediction(s)")
 
 

@@ -127,19 +127,21 @@ def test_a_crashing_engine_fails_its_prediction_and_the_next_one_runs(settings):
 
 
 def test_a_running_tiny_wan_stops_at_its_next_step_when_cancelled(diffusion_settings):
+    """In this process, so that holding its first progress report holds its denoising loop too."""
     import threading
 
+    from openi2v.engines.registry import in_process_engine
     from tests.engine_fixtures import HeldUntilCancelled
 
     settings = diffusion_settings.model_copy(update={"diffusion_steps": 6})
-    engines = build_engines(settings)
-    held = HeldUntilCancelled(engines[KLING_MODEL])
+    held = HeldUntilCancelled(in_process_engine(settings, PRESET))
+    held.load()  # as Worker.run does before its first claim
     svc = Service(settings, engines={KLING_MODEL: held})
     try:
         pid = svc.submit(KLING_MODEL)
         running = threading.Thread(target=svc.worker.run_once, daemon=True)
         running.start()
-        assert held.started.wait(300), "the first step never ended"
+        assert held.started.wait(120), "the first step never ended"
         r = svc.client.post(f"/api/v3/predictions/{pid}/cancel", headers={"Authorization": f"Bearer {svc.key}"})
         assert r.json()["data"]["status"] == "cancelled"
         running.join(300)
@@ -148,7 +150,4 @@ def test_a_running_tiny_wan_stops_at_its_next_step_when_cancelled(diffusion_sett
         data = svc.result(pid)
         assert (data["status"], data["cost"], data["outputs"]) == ("cancelled", 0.0, [])
     finally:
-        for e in set(engines.values()):
-            if isinstance(e, IsolatedEngine):
-                e.close()
         svc.close()

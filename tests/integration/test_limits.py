@@ -7,9 +7,12 @@ from __future__ import annotations
 import pytest
 
 from openi2v.domain.limits import Limits
+from sqlalchemy import update
+
 from openi2v.store import AccountStore, Database, PredictionStore
 from openi2v.store import predictions as store_module
 from openi2v.store.predictions import Outcome
+from openi2v.store.schema import predictions
 from openi2v.domain.prediction import Status
 from openi2v.errors import TooManyRequests
 from tests import pictures
@@ -39,6 +42,15 @@ def test_a_minutes_worth_of_submits_then_429_with_retry_after(settings, monkeypa
     monkeypatch.setattr(store_module, "now", lambda: later)
     assert api.submit(BODY).status_code == 200
     assert api.submit(BODY).status_code == 429
+    api.client.close()
+
+
+def test_a_refused_submit_stores_nothing(settings):
+    api = limited(settings, submits_per_minute=1)
+    assert api.submit(BODY).status_code == 200
+    kept = sorted((api.settings.data_dir / "uploads").rglob("*"))
+    assert [api.submit(BODY).status_code for _ in range(5)] == [429] * 5
+    assert sorted((api.settings.data_dir / "uploads").rglob("*")) == kept  # the inline image was never stored
     api.client.close()
 
 
@@ -143,13 +155,27 @@ def test_the_submit_limits_hold_under_concurrent_submits(database_url):
     db.dispose()
 
 
-@pytest.mark.parametrize("per_minute", [1, 7, 600])
+@pytest.mark.parametrize("per_minute", [1, 7, 14, 19, 21, 600, 997])
 def test_the_rate_admits_a_minutes_worth_then_one_per_interval(per_minute):
-    limits, t, tat = Limits(submits_per_minute=per_minute), 1000.0, None
+    """At today's clock (floats there round at a quarter microsecond), all N of a minute's worth pass."""
+    limits, t, tat = Limits(submits_per_minute=per_minute), 1_790_000_000.123456, None
     for _ in range(per_minute):
-        tat, wait = limits.admit(tat, t)
-        assert wait == 0
-    refused_tat, wait = limits.admit(tat, t)
-    assert refused_tat == tat and wait == pytest.approx(60 / per_minute)
-    tat, wait = limits.admit(tat, t + 60 / per_minute)
-    assert wait == 0
+        tat = limits.admit(tat, t)
+    with pytest.raises(TooManyRequests) as refused:
+        limits.admit(tat, t)
+    assert refused.value.retry_after_s == pytest.approx(60 / per_minute, abs=per_minute * 1e-6)  # whole µs
+    assert limits.admit(tat, t + 60 / per_minute + 1e-6) > tat
+
+
+def test_a_key_with_more_lost_leases_than_its_limit_gets_them_claimed_again(database_url):
+    """Restarted with a lower limit: re-running a lost lease adds no running job, so it is never held back."""
+    db, store, a, _ = store_with(database_url, running=4)
+    for i in range(3):
+        store.create(a, "m", {"prompt": str(i)}, i, 1)
+    assert all(store.claim(f"dead{i}", ["m"], 60) for i in range(3))
+    with db.write() as conn:  # their workers are gone: the leases run out
+        conn.execute(update(predictions).values(lease_expires_at=0.0))
+    lowered = PredictionStore(db, limits=Limits(running=2))
+    again = [lowered.claim(f"w{i}", ["m"], 60) for i in range(3)]
+    assert all(p is not None and p.attempts == 2 for p in again)
+    db.dispose()

@@ -103,6 +103,23 @@ def test_nothing_a_waiting_or_running_prediction_needs_is_swept(api):
     assert sweeper(api).sweep(far).uploads == 1  # ended: now it goes
 
 
+def test_an_upload_a_running_prediction_names_is_kept(api):
+    made = upload(api)
+    pid = api.submit({"image": made["download_url"], "prompt": "x"}).json()["data"]["id"]
+    store = api.app.state.ctx.predictions
+    assert store.claim("w", [SUBMIT.split("/api/v3/", 1)[1]], 60).id == pid  # running now
+    assert sweeper(api).sweep(now() + 30 * DAY).uploads == 0
+    assert api.client.get(made["download_url"]).status_code == 200
+
+
+def test_a_file_name_no_storage_holds_is_a_plain_404(api):
+    for url in ("/files/%00/x.mp4", "/media/AAAAAAAAAAAAAAAAAAAA/a%00b.png", "/files/AAAAAAAAAAAAAAAAAAAA/a%00"):
+        r = api.client.get(url)
+        assert r.status_code == 404 and r.json()["message"] == "file not found"
+    r = api.submit({"image": "https://example.com/media/AAAAAAAAAAAAAAAAAAAA/a%00b.png", "prompt": "x"})
+    assert r.status_code == 200  # not ours: a remote URL, for the worker to fetch (and fail)
+
+
 def test_a_submit_restarts_an_uploads_time(api):
     made = upload(api)
     token = made["download_url"].split("/media/", 1)[1].split("/")[0]

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from openi2v.domain.billing import to_usd
 from openi2v.domain.prediction import Status
+from openi2v.errors import NotFound
 from openi2v.storage.local import LocalStorage
 from openi2v.store import Prediction
 
@@ -44,7 +45,7 @@ def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_posit
     says so) and base64 outputs are empty.
     """
     if p.base64_output:
-        outputs = [] if p.swept_at else [_b64(o, storage) for o in p.outputs]
+        outputs = _b64(p.outputs, storage)
     else:
         outputs = [base + o for o in p.outputs]
     data: dict[str, Any] = {
@@ -76,9 +77,12 @@ def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_posit
     return data
 
 
-def _b64(rel: str, storage: LocalStorage) -> str:
-    _, token, name = rel.split("/", 2)
-    return base64.b64encode(storage.resolve("files", token, name).read_bytes()).decode()
+def _b64(outputs: list[str], storage: LocalStorage) -> list[str]:
+    """The outputs' bytes as base64; none once retention has removed them (or is removing them now)."""
+    try:
+        return [base64.b64encode(storage.resolve(*rel.split("/", 2)).read_bytes()).decode() for rel in outputs]
+    except (NotFound, FileNotFoundError):
+        return []
 
 
 def _public_inputs(inputs: dict, base: str) -> dict:

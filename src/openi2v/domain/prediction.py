@@ -33,5 +33,14 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
+OPEN = (Status.CREATED.value, Status.PROCESSING.value)  # as stored: waiting or running, its quote held
+ENDED = tuple(s.value for s in Status if s.terminal)
+
+
+def expiry(ended_at: float, retention_s: float) -> float | None:
+    """When retention removes what was made (or ended) at ``ended_at``; None: kept for ever."""
+    return ended_at + retention_s if retention_s else None
+
+
 def can_move(old: Status, new: Status) -> bool:
     return new in TRANSITIONS[old]

@@ -16,6 +16,7 @@ from openi2v.errors import NotFound, PayloadTooLarge, StorageError
 
 KINDS = {"uploads": "media", "outputs": "files"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 UPLOAD_URL = re.compile(r"/media/([A-Za-z0-9_-]{16,64})/([^/?#]+)")  # an upload's URL: its token and name
 
 
@@ -68,6 +69,13 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"could not delete {rel}: {exc}") from exc
 
+    def public_path(self, url_kind: str, token: str, filename: str) -> str:
+        """The URL path ("files/<token>/<name>") of a file this storage could hold; NotFound for any
+        other, so that nothing else (a NUL, a name it would never write) goes further."""
+        if url_kind not in KINDS.values() or not _TOKEN.fullmatch(token) or safe_name(filename) != filename:
+            raise NotFound("file not found")
+        return f"{url_kind}/{token}/{filename}"
+
     def resolve(self, url_kind: str, token: str, filename: str) -> Path:
         """The file behind /media/... or /files/...; NotFound for anything else."""
         kind = {v: k for k, v in KINDS.items()}.get(url_kind)
@@ -79,7 +87,7 @@ class LocalStorage:
         return path
 
     def _path(self, kind: str, token: str, filename: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", token):
+        if not _TOKEN.fullmatch(token):
             raise NotFound("file not found")
         return self.root / kind / token / safe_name(filename)
 

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, insert, select, update
 
-from openi2v.domain.prediction import Status
+from openi2v.domain.prediction import OPEN
 from openi2v.errors import NotFound, Unauthorized
 from openi2v.store.database import Database, now
 from openi2v.store.schema import api_keys, ledger, predictions
 
 KEY_PREFIX = "oi2v_"
-OPEN_STATUSES = (Status.CREATED.value, Status.PROCESSING.value)
 
 
 def hash_key(key: str) -> str:
@@ -116,7 +115,7 @@ class AccountStore:
     def _held(self, key_id: int, conn) -> int:
         return int(conn.execute(
             select(func.coalesce(func.sum(predictions.c.price_micros), 0)).where(
-                predictions.c.api_key_id == key_id, predictions.c.status.in_(OPEN_STATUSES))
+                predictions.c.api_key_id == key_id, predictions.c.status.in_(OPEN))
         ).scalar_one())
 
     def list_keys(self) -> list[KeyInfo]:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Select, create_engine, event
+from sqlalchemy import Connection, Select, create_engine, event, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -84,6 +84,14 @@ class Database:
     def dispose(self) -> None:
         self._reader.dispose()
         self._writer.dispose()
+
+
+def lock(conn: Connection, table, *where: Any) -> None:
+    """Hold these rows against other writers until the transaction ends: FOR NO KEY UPDATE on
+    PostgreSQL (other writers' foreign-key checks on them still pass); SQLite's BEGIN IMMEDIATE
+    already holds the whole database."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(literal(1)).select_from(table).where(*where).with_for_update(key_share=True))
 
 
 def insert_once(conn: Connection, table, unique: list[str], **values: Any) -> None:

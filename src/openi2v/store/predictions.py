@@ -23,11 +23,11 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from openi2v.domain.limits import Limits
-from openi2v.domain.prediction import Status, can_move
-from openi2v.errors import Conflict, InsufficientBalance, NotFound, TooManyRequests, Unauthorized
-from openi2v.store.accounts import OPEN_STATUSES, AccountStore
-from openi2v.store.database import Database, insert_once, now
-from openi2v.store.schema import api_keys, idempotency_keys, ledger, predictions, webhook_deliveries
+from openi2v.domain.prediction import OPEN, Status, can_move, expiry
+from openi2v.errors import Conflict, InsufficientBalance, NotFound, Unauthorized
+from openi2v.store.accounts import AccountStore
+from openi2v.store.database import Database, insert_once, lock, now
+from openi2v.store.schema import api_keys, idempotency_keys, ledger, predictions, upload_refs, webhook_deliveries
 
 
 @dataclass
@@ -79,20 +79,19 @@ _BY_ID_AND_KEY = _BY_ID.where(predictions.c.api_key_id == bindparam("key"))
 _QUEUED_BEFORE = select(func.count().label("n")).select_from(predictions).where(
     predictions.c.status == Status.CREATED.value, predictions.c.created_at < bindparam("created_at"))
 _HOLDER = select(predictions.c.status, predictions.c.lease_owner).where(predictions.c.id == bindparam("id"))
-_running = predictions.alias("running")
+_RUNNING = predictions.c.status == Status.PROCESSING.value
 
 
-def _running_of(key_id, but: Any = None):
-    """How many predictions of a key are running (``but`` one: a lost lease being claimed again)."""
-    where = [_running.c.api_key_id == key_id, _running.c.status == Status.PROCESSING.value]
-    if but is not None:
-        where.append(_running.c.id != but)
-    return select(func.count()).select_from(_running).where(*where).scalar_subquery()
+def _keys_at(limit: int):
+    """The keys running ``limit`` predictions or more: one pass over the running rows, not one per
+    queued row."""
+    return (select(predictions.c.api_key_id).where(_RUNNING).group_by(predictions.c.api_key_id)
+            .having(func.count() >= limit))
 
 
 PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
+CLAIM_TRIES = 4  # keys found at their running limit while claiming, passed over before giving up a round
 IDEMPOTENCY_S = 24 * 3600  # how long an Idempotency-Key names its prediction
-QUEUED_RETRY_S = 5.0  # Retry-After when too many wait: a guess, as nobody knows when one starts
 
 
 @dataclass(frozen=True)
@@ -129,10 +128,9 @@ class PredictionStore:
         self.retention_s = retention_s  # an ended prediction's files expire this long after (0: never)
         self._accounts = AccountStore(db)
         self._queued_before = _QUEUED_BEFORE
-        if limits.running:  # predictions of a key at its running limit start after this one does
+        if limits.running:  # the predictions of another key at its running limit are passed over
             self._queued_before = _QUEUED_BEFORE.where(or_(
-                predictions.c.api_key_id == bindparam("key"),
-                _running_of(predictions.c.api_key_id) < limits.running))
+                predictions.c.api_key_id == bindparam("key"), predictions.c.api_key_id.notin_(_keys_at(limits.running))))
 
     @classmethod
     def from_settings(cls, db: Database, settings) -> "PredictionStore":
@@ -142,12 +140,13 @@ class PredictionStore:
 
     def create(self, api_key_id: int, model: str, inputs: dict, seed: int, price_micros: int,
                base64_output: bool = False, webhook: dict[str, str] | None = None,
-               idempotency: Idempotency | None = None) -> Prediction:
+               idempotency: Idempotency | None = None, uploads: tuple[str, ...] = ()) -> Prediction:
         """Insert a queued prediction if the key can afford it (its quote is held until it ends).
 
         With ``idempotency``, a key already used in the last ``IDEMPOTENCY_S`` returns the prediction
         it made (the same request) or is a Conflict (another request); submits of one API key are
-        serialised here, so concurrent identical submits make exactly one prediction."""
+        serialised here, so concurrent identical submits make exactly one prediction. ``uploads``: the
+        tokens of the uploads its inputs name, kept while it is open (``store/retention.py``)."""
         row = dict(
             id=secrets.token_hex(16), api_key_id=api_key_id, model=model, status=Status.CREATED.value,
             inputs=inputs, seed=seed, base64_output=base64_output, price_micros=price_micros,
@@ -166,28 +165,31 @@ class PredictionStore:
             if self._accounts.balance(api_key_id, conn) < price_micros:
                 raise InsufficientBalance("insufficient balance")
             conn.execute(predictions.insert().values(**row))
+            for token in dict.fromkeys(uploads):
+                conn.execute(upload_refs.insert().values(token=token, prediction_id=row["id"]))
             if idempotency is not None:
                 conn.execute(idempotency_keys.insert().values(
                     api_key_id=api_key_id, key=idempotency.key, request_hash=idempotency.request_hash,
                     prediction_id=row["id"], created_at=row["created_at"]))
         return Prediction(**{**row, "status": Status.CREATED})
 
-    def _admit(self, conn: Connection, api_key_id: int, t: float) -> None:
-        """Refuse a submit over the key's limits (429); otherwise count it against its rate."""
+    def check_limits(self, api_key_id: int) -> None:
+        """429 now if a submit of this key would be refused: read only, so that a refused submit costs
+        no media work; ``create`` decides, under the key row's lock."""
+        with self.db.read() as conn:
+            self._admit(conn, api_key_id, now(), count=False)
+
+    def _admit(self, conn: Connection, api_key_id: int, t: float, count: bool = True) -> None:
+        """Refuse a submit over the key's limits (429); otherwise ``count`` it against its rate."""
         limits = self.limits
         if limits.queued:
-            waiting = conn.execute(select(func.count()).select_from(predictions).where(
-                predictions.c.api_key_id == api_key_id, predictions.c.status == Status.CREATED.value)).scalar_one()
-            if waiting >= limits.queued:
-                raise TooManyRequests(f"too many predictions waiting: at most {limits.queued} may wait to start per "
-                                      "API key; submit again when some have started", QUEUED_RETRY_S)
+            limits.check_queued(conn.execute(select(func.count()).select_from(predictions).where(
+                predictions.c.api_key_id == api_key_id, predictions.c.status == Status.CREATED.value)).scalar_one())
         if limits.submits_per_minute:
             me = api_keys.c.id == api_key_id
-            tat, wait = limits.admit(conn.execute(select(api_keys.c.rate_tat).where(me)).scalar(), t)
-            if wait:
-                raise TooManyRequests(f"rate limit: at most {limits.submits_per_minute} submits per minute per API "
-                                      f"key; retry after {wait:.1f} s", wait)
-            conn.execute(update(api_keys).where(me).values(rate_tat=tat))
+            tat = limits.admit(conn.execute(select(api_keys.c.rate_tat_us).where(me)).scalar(), t)
+            if count:
+                conn.execute(update(api_keys).where(me).values(rate_tat_us=tat))
 
     def replayed(self, api_key_id: int, idempotency: Idempotency) -> Prediction | None:
         """The prediction an earlier submit with this key made (read first, so that a retry stores
@@ -246,7 +248,7 @@ class PredictionStore:
                     continue
                 self._transition(conn, prediction_id, None, Outcome(Status.CANCELLED, error="deleted"))
                 row = conn.execute(owned).one()  # as it ended: its outputs are the files to remove
-                for table in (webhook_deliveries, idempotency_keys):  # nothing to send or replay any more
+                for table in (webhook_deliveries, idempotency_keys, upload_refs):  # nothing to send, replay or keep
                     conn.execute(delete(table).where(table.c.prediction_id == prediction_id))
                 conn.execute(delete(predictions).where(predictions.c.id == prediction_id))
                 deleted.append(Prediction.from_row(row))
@@ -255,7 +257,7 @@ class PredictionStore:
     def cancel_open(self, api_key_id: int) -> list[str]:
         """Cancel every queued and running prediction of a key (it was revoked); their ids."""
         open_ = select(predictions.c.id).where(predictions.c.api_key_id == api_key_id,
-                                               predictions.c.status.in_(OPEN_STATUSES))
+                                               predictions.c.status.in_(OPEN))
         with self.db.read() as conn:
             ids = conn.execute(open_).scalars().all()
         cancelled = []
@@ -266,8 +268,8 @@ class PredictionStore:
         return cancelled
 
     def queue_position(self, p: Prediction) -> int:
-        """How many queued predictions start before this one (0 = next): those submitted earlier, but
-        not those of another key that is running all it may at once (they are passed over)."""
+        """An estimate of how many queued predictions start before this one (0: none): those submitted
+        earlier, but not those of another key running all it may at once (workers pass them over)."""
         if p.status is not Status.CREATED:
             return 0
         return self.db.fetch_one(self._queued_before, created_at=p.created_at, key=p.api_key_id)["n"]
@@ -304,32 +306,36 @@ class PredictionStore:
         )
         where = [claimable, predictions.c.model.in_(models)]
         limit = self.limits.running
-        if limit:
-            where.append(_running_of(predictions.c.api_key_id, but=predictions.c.id) < limit)
-        pick = (select(predictions.c.id, predictions.c.api_key_id).where(*where)
-                .order_by(predictions.c.created_at).limit(1).with_for_update(skip_locked=True, of=predictions))
+        if limit:  # a lost lease claimed again adds no running job: it is never held back
+            where.append(or_(_RUNNING, predictions.c.api_key_id.notin_(_keys_at(limit))))
+        passed_over: list[int] = []
         with self.db.write() as conn:
-            picked = conn.execute(pick).first()
-            if picked is None:
-                return None
-            if limit and not self._under_running_limit(conn, picked.api_key_id, picked.id):
-                return None  # another worker started one of this key's meanwhile: the next claim passes it over
-            picked = picked.id
-            row = conn.execute(
-                update(predictions).where(predictions.c.id == picked, claimable).values(
-                    status=Status.PROCESSING.value, lease_owner=owner, lease_expires_at=t + lease_s,
-                    attempts=predictions.c.attempts + 1, progress=0,
-                    started_at=func.coalesce(predictions.c.started_at, t),
-                ).returning(*predictions.c)
-            ).first()
-        return Prediction.from_row(row) if row else None
+            for _ in range(CLAIM_TRIES):
+                skip = [predictions.c.api_key_id.notin_(passed_over)] if passed_over else []
+                pick = (select(predictions.c.id, predictions.c.api_key_id, predictions.c.status).where(*where, *skip)
+                        .order_by(predictions.c.created_at).limit(1).with_for_update(skip_locked=True, of=predictions))
+                picked = conn.execute(pick).first()
+                if picked is None:
+                    return None
+                if limit and picked.status == Status.CREATED.value and self._at_limit(conn, picked.api_key_id):
+                    passed_over.append(picked.api_key_id)  # another worker started one of its meanwhile
+                    continue
+                row = conn.execute(
+                    update(predictions).where(predictions.c.id == picked.id, claimable).values(
+                        status=Status.PROCESSING.value, lease_owner=owner, lease_expires_at=t + lease_s,
+                        attempts=predictions.c.attempts + 1, progress=0,
+                        started_at=func.coalesce(predictions.c.started_at, t),
+                    ).returning(*predictions.c)
+                ).first()
+                return Prediction.from_row(row) if row else None
+        return None
 
-    def _under_running_limit(self, conn: Connection, key_id: int, prediction_id: str) -> bool:
-        """Counted again under the key row's lock: two workers picking the same key's jobs at once (on
+    def _at_limit(self, conn: Connection, key_id: int) -> bool:
+        """Counted again under the key row's lock: two workers picking one key's jobs at once (on
         PostgreSQL) saw the same count; the second to get the lock sees the first's claim committed."""
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id).with_for_update())
-        return conn.execute(select(_running_of(key_id, but=prediction_id))).scalar_one() < self.limits.running
+        lock(conn, api_keys, api_keys.c.id == key_id)
+        running = select(func.count()).select_from(predictions).where(predictions.c.api_key_id == key_id, _RUNNING)
+        return conn.execute(running).scalar_one() >= self.limits.running
 
     def heartbeat(self, prediction_id: str, owner: str, lease_s: float, progress: int) -> bool:
         """Extend the lease and record progress; False means the lease was lost."""
@@ -366,7 +372,7 @@ class PredictionStore:
         if outcome.status.terminal:
             t = now()
             values.update(completed_at=t, progress=100 if outcome.status is Status.COMPLETED else current.progress,
-                          expires_at=t + self.retention_s if self.retention_s else None)
+                          expires_at=expiry(t, self.retention_s))
         if conn.execute(update(predictions).where(*guard).values(**values)).rowcount != 1:
             return False
         if outcome.status is Status.COMPLETED:

@@ -22,7 +22,7 @@ api_keys = Table(
     Column("revoked_at", Float),
     Column("touched_at", Float),
     Column("webhook_secret", String(64)),  # "whsec_..."; made on first use
-    Column("rate_tat", Float),  # submits-per-minute state (domain/limits.py's GCRA)
+    Column("rate_tat_us", BigInteger),  # submits-per-minute state, microseconds (domain/limits.py's GCRA)
 )
 
 predictions = Table(
@@ -80,6 +80,14 @@ uploads = Table(
     Column("received_at", Float),
     Column("expires_at", Float),  # when retention removes it (None: kept for ever)
     Index("ix_uploads_expires", "expires_at"),
+)
+
+# Which uploads a prediction names (its inputs, kept as uploads or ours already): retention keeps an
+# upload while a prediction naming it is queued or running. Written in the transaction that creates it.
+upload_refs = Table(
+    "upload_refs", metadata,
+    Column("token", String(64), primary_key=True),
+    Column("prediction_id", String(32), primary_key=True),
 )
 
 # Files retention removed, by URL path ("files/<token>/<name>"): fetching one is a 410 that says so,

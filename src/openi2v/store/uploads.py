@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from openi2v.domain.prediction import expiry
 from openi2v.errors import Conflict, NotFound
 from openi2v.store.database import Database, now
 from openi2v.store.schema import uploads
@@ -79,7 +80,7 @@ class UploadStore:
                                 .values(expires_at=self._expiry(now()))).rowcount == 1
 
     def _expiry(self, t: float) -> float | None:
-        return t + self.retention_s if self.retention_s else None
+        return expiry(t, self.retention_s)
 
     def set_size(self, token: str, size: int) -> None:
         with self.db.write() as conn:

@@ -92,10 +92,13 @@ def serve_file(token: str, filename: str, request: Request) -> FileResponse:
     anything but media we accept is a download, and a sandbox CSP covers whatever a browser renders."""
     kind = request.url.path.split("/", 2)[1]
     c = ctx(request)
+    name = c.storage.public_path(kind, token, filename)
     try:
         path = c.storage.resolve(kind, token, filename)
+        if kind == "media" and c.retention.expired_file(name):
+            raise NotFound("file not found")  # swept, but its file could not be deleted
     except NotFound:
-        if gone := c.retention.expired_file(f"{kind}/{token}/{filename}"):
+        if gone := c.retention.expired_file(name):
             raise Gone(f"this file expired at {iso(gone)} and was deleted (files are kept "
                        f"{c.settings.retention_days:g} days)") from None
         raise

@@ -100,10 +100,11 @@ async def submit(model_path: str, request: Request, key_id: int = Depends(api_ke
     idempotency = await run_in_threadpool(_idempotency, request, model_path, body)  # hashes up to 32 MB
     p = idempotency and await run_in_threadpool(c.predictions.replayed, key_id, idempotency)
     if not p:
-        inputs = await run_in_threadpool(_store_local_media, c, key_id, req)
+        await c.read(c.predictions.check_limits, key_id)  # a 429 before the media work, not after it
+        inputs, uploads = await run_in_threadpool(_store_local_media, c, key_id, req)
         price = price_micros(c.settings.price_for(model_path), req.duration)
         p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
-                                    base64_output, webhook, idempotency)
+                                    base64_output, webhook, idempotency, uploads)
     if sync:
         return await _wait(c, request, p)
     return envelope(await _data(c, request, p))
@@ -129,14 +130,15 @@ async def _wait(c: Context, request: Request, p: Prediction) -> JSONResponse:
     return envelope(data)
 
 
-def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, Any]:
-    """Judge media we already hold (data URIs, our uploads) now, so bad files are a 400 at submit.
+def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Judge media we already hold (data URIs, our uploads) now, so bad files are a 400 at submit;
+    the inputs to store, and the tokens of the uploads they name.
 
     Data URIs are kept as uploads so the stored inputs stay small. An upload a submit names is
-    kept a full retention period from now. Remote URLs are fetched and judged by the worker (a
-    failure there fails the prediction).
+    kept a full retention period from now, and for as long as the prediction is open. Remote URLs
+    are fetched and judged by the worker (a failure there fails the prediction).
     """
-    inputs = req.to_json()
+    inputs, tokens = req.to_json(), []
     for field in MEDIA_FIELDS:
         ref = inputs.get(field)
         upload = own_upload(ref) if ref and not ref.startswith("data:") else None
@@ -145,8 +147,10 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, 
             if upload and (gone := c.retention.expired_file(upload_url_path(*upload))):
                 raise InvalidInput(field, f"the upload expired at {iso(gone)} and was deleted: upload the file again")
             continue
-        if upload and not c.uploads.use(upload[0]):
-            raise InvalidInput(field, "the upload has just expired and is being deleted: upload the file again")
+        if upload:
+            if not c.uploads.use(upload[0]):
+                raise InvalidInput(field, "the upload has just expired and is being deleted: upload the file again")
+            tokens.append(upload[0])
         if field == "audio":
             check_audio(field, data)
         else:
@@ -159,7 +163,8 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> dict[str, 
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             inputs[field] = "/" + upload_url_path(stored.token, path.name)
-    return inputs
+            tokens.append(stored.token)
+    return inputs, tuple(tokens)
 
 
 def _idempotency(request: Request, model_path: str, body: dict) -> Idempotency | None:
