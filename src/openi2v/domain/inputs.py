@@ -221,8 +221,8 @@ def _duration(value: Any) -> int:
         return 5
     if isinstance(value, str) and value.strip() in ("5", "10"):
         return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value in DURATIONS:
-        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in DURATIONS:
+        return int(value)  # 5.0 is 5, as the hosted API takes it
     raise InvalidInput("duration", f"must be 5 or 10 (got {value!r})")
 
 

@@ -33,6 +33,8 @@ from openi2v.store.predictions import Idempotency
 router = APIRouter()
 log = logging.getLogger("openi2v.api")
 SYNC_POLL_S = 0.1
+# The hosted CLI's filter values; "timeout" is a status of the hosted API's own that ours never take.
+HISTORY_STATUSES = (*(s.value for s in Status), "timeout")
 
 
 @router.get("/api/v3/predictions/{prediction_id}/result")
@@ -42,14 +44,20 @@ async def get_prediction(prediction_id: str, request: Request, key_id: int = Dep
     return envelope(await _data(c, request, await c.read(c.predictions.get, prediction_id, key_id)))
 
 
+@router.get("/api/v3/{path:path}", include_in_schema=False)
+async def unknown(path: str) -> None:
+    """After every GET route: an unknown path is the envelope's 404, not a 405 from the submit route."""
+    raise NotFound(f"not found: GET /api/v3/{path}")
+
+
 @router.post("/api/v3/predictions")
 async def history(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     body = await json_body(request, required=False)
     page = _int_field(body, "page", 1, 1, 10**6)
     page_size = _int_field(body, "page_size", 20, 1, 100)
     status = optional_str(body, "status")
-    if status is not None and status not in {s.value for s in Status}:
-        raise InvalidInput("status", f"must be one of {', '.join(s.value for s in Status)}")
+    if status is not None and status not in HISTORY_STATUSES:
+        raise InvalidInput("status", f"must be one of {', '.join(HISTORY_STATUSES)}")
     c = ctx(request)
     total, items = await run_in_threadpool(
         c.predictions.history, key_id, page, page_size, optional_str(body, "model"), status,
