@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from openi2v.api.schemas import iso
+from openi2v.store import uploads as uploads_module
 from openi2v.store.database import now
 from openi2v.sweeper import Sweeper
 from tests import pictures
@@ -120,12 +121,15 @@ def test_a_file_name_no_storage_holds_is_a_plain_404(api):
     assert r.status_code == 200  # not ours: a remote URL, for the worker to fetch (and fail)
 
 
-def test_a_submit_restarts_an_uploads_time(api):
+def test_a_submit_restarts_an_uploads_time(api, monkeypatch):
     made = upload(api)
     token = made["download_url"].split("/media/", 1)[1].split("/")[0]
     first = api.app.state.ctx.uploads.get(token).expires_at
+    later = now() + 3 * DAY
+    monkeypatch.setattr(uploads_module, "now", lambda: later)  # the submit comes three days on
     api.submit({"image": made["download_url"], "prompt": "x"})
-    assert api.app.state.ctx.uploads.get(token).expires_at > first
+    assert api.app.state.ctx.uploads.get(token).expires_at == pytest.approx(later + 7 * DAY)
+    assert first == pytest.approx(later + 4 * DAY, abs=60)
 
 
 def test_sweepers_in_every_process_at_once_each_sweep_a_thing_once(api):
