@@ -188,27 +188,25 @@ def sweep() -> None:
     """Delete outputs and uploads older than OPENI2V_RETENTION_DAYS now (the server also does it every
     OPENI2V_SWEEP_INTERVAL_S); for a cron job beside API processes that run elsewhere."""
     from openi2v.storage.local import LocalStorage
-    from openi2v.store import Database
     from openi2v.sweeper import Sweeper
 
     settings = _settings()
-    db = Database(settings.db_url)
-    db.migrate()
-    sweeper, predictions, uploads = Sweeper(db, LocalStorage(settings.data_dir), settings), 0, 0
-    while True:
-        swept = sweeper.sweep()
-        predictions, uploads = predictions + swept.predictions, uploads + swept.uploads
-        if not swept.full:
-            break
-    typer.echo(f"removed the files of {predictions} expired prediction(s) and {uploads} upload(s)")
+    swept = Sweeper(_database(), LocalStorage(settings.data_dir), settings).sweep_all()
+    typer.echo(f"removed the files of {swept.predictions} expired prediction(s) and {swept.uploads} upload(s)")
 
 
 def _accounts():
-    from openi2v.store import AccountStore, Database
+    from openi2v.store import AccountStore
+
+    return AccountStore(_database())
+
+
+def _database():
+    from openi2v.store import Database
 
     db = Database(_settings().db_url)
     db.migrate()
-    return AccountStore(db)
+    return db
 
 
 def _key_id(accounts, key: str) -> int:

@@ -63,6 +63,15 @@ class Sweeper:
             log.info("retention: removed the files of %d predictions and %d uploads", swept_predictions, swept_uploads)
         return Swept(swept_predictions, swept_uploads, BATCH in (len(ended), len(uploads)))
 
+    def sweep_all(self) -> Swept:
+        """Passes until one finds less than a whole batch; what they removed in all."""
+        predictions = uploads = 0
+        while True:
+            swept = self.sweep()
+            predictions, uploads = predictions + swept.predictions, uploads + swept.uploads
+            if not swept.full:
+                return Swept(predictions, uploads)
+
     def _delete(self, *paths: str) -> bool:
         try:
             for path in paths:
@@ -73,14 +82,13 @@ class Sweeper:
         return True
 
     async def run(self) -> None:
-        """Until cancelled: a pass every ``interval_s`` (at once again after a full batch). With
-        retention off, one pass that takes back the expiry times already given."""
+        """Until cancelled: all that has expired, every ``interval_s``. With retention off, one pass
+        that takes back the expiry times already given."""
         while True:
             try:
-                swept = await run_in_threadpool(self.sweep)
+                await run_in_threadpool(self.sweep_all)
             except Exception:  # the database briefly failing: the next pass tries again
                 log.exception("retention sweep failed")
-                swept = Swept(0, 0)
             if not self.store.retention_s:
                 return
-            await asyncio.sleep(0 if swept.full else self.interval_s)
+            await asyncio.sleep(self.interval_s)

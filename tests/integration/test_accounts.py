@@ -30,10 +30,6 @@ def key_id(api: Api) -> str:
     return str(api.app.state.ctx.accounts.authenticate(api.key))
 
 
-def balance(api: Api) -> float:
-    return api.client.get("/api/v3/balance", headers=api.h()).json()["data"]["balance"]
-
-
 def submit(api: Api) -> str:
     return api.submit({"image": pictures.data_uri(), "prompt": "pan left"}).json()["data"]["id"]
 
@@ -41,14 +37,14 @@ def submit(api: Api) -> str:
 def test_topup_adds_a_credit_the_api_sees_at_once(api):
     code, out = cli("keys", "topup", key_id(api), "2.5")
     assert code == 0 and out.strip() == f"added $2.50 to {key_id(api)}; balance $12.50"
-    assert balance(api) == pytest.approx(12.5)
+    assert api.balance() == pytest.approx(12.5)
 
 
 @pytest.mark.parametrize("usd", ["0", "-1", "nan", "inf", "2000000"])
 def test_topup_refuses_amounts_that_are_not_money(api, usd):
     code, out = cli("keys", "topup", "--", key_id(api), usd)
     assert code == 2 and "USD must be more than 0" in out
-    assert balance(api) == 10.0
+    assert api.balance() == 10.0
 
 
 def test_show_prints_balance_holds_and_ledger(api):

@@ -40,6 +40,9 @@ class Api:
     def result(self, pid, key=None):
         return self.client.get(f"/api/v3/predictions/{pid}/result", headers=self.h(key))
 
+    def balance(self, key=None) -> float:
+        return self.client.get("/api/v3/balance", headers=self.h(key)).json()["data"]["balance"]
+
     def drain(self):
         while self.worker.run_once():
             pass

@@ -29,18 +29,14 @@ def cancel(api: Api, pid: str, key: str | None = None):
     return api.client.post(f"/api/v3/predictions/{pid}/cancel", headers=api.h(key))
 
 
-def balance(api: Api) -> float:
-    return api.client.get("/api/v3/balance", headers=api.h()).json()["data"]["balance"]
-
-
 def test_a_queued_prediction_is_cancelled_at_once_and_costs_nothing(api):
     pid = submit(api, webhook="https://example.com/hook")
-    assert balance(api) == pytest.approx(10.0 - 0.35)  # the quote is held while it waits
+    assert api.balance() == pytest.approx(10.0 - 0.35)  # the quote is held while it waits
     r = cancel(api, pid)
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert (data["status"], data["cost"], data["outputs"]) == ("cancelled", 0.0, [])
-    assert balance(api) == pytest.approx(10.0)  # released
+    assert api.balance() == pytest.approx(10.0)  # released
     assert not api.worker.run_once()  # nothing left to run
     assert api.result(pid).json()["data"]["status"] == "cancelled"
     assert WebhookStore(api.db).status(pid)["url"] == "https://example.com/hook"  # its webhook is queued
@@ -63,7 +59,7 @@ def test_a_running_prediction_stops_at_its_engines_next_check(api, tmp_path, mon
     assert not running.is_alive(), "the engine did not stop"  # it would hold for ever: the gate never opens
     data = api.result(pid).json()["data"]
     assert (data["status"], data["cost"], data["outputs"]) == ("cancelled", 0.0, [])
-    assert balance(api) == pytest.approx(10.0)
+    assert api.balance() == pytest.approx(10.0)
 
 
 def test_a_cancel_reaches_the_engine_between_heartbeats(settings, tmp_path, monkeypatch):
@@ -98,7 +94,7 @@ def test_the_camera_engine_stops_at_its_next_frame_after_a_cancel(api):
     assert engine.ended == "Cancelled" and engine.reports_after <= 1  # stopped at the next frame's check
     data = api.result(pid).json()["data"]
     assert (data["status"], data["cost"], data["outputs"]) == ("cancelled", 0.0, [])
-    assert balance(api) == pytest.approx(10.0)
+    assert api.balance() == pytest.approx(10.0)
     outputs = api.settings.data_dir / "outputs"
     assert not outputs.exists() or not any(outputs.rglob("*"))
 
@@ -109,7 +105,7 @@ def test_cancelling_an_ended_prediction_is_409_naming_its_status(api):
     r = cancel(api, pid)
     assert r.status_code == 409
     assert r.json()["message"] == f"prediction {pid} has already ended: completed"
-    assert balance(api) == pytest.approx(10.0 - 0.35)  # charged once, as completed
+    assert api.balance() == pytest.approx(10.0 - 0.35)  # charged once, as completed
     assert cancel(api, pid).status_code == 409  # and again
 
 
@@ -138,6 +134,6 @@ def test_a_render_that_ends_after_its_cancel_is_not_recorded_charged_or_kept(api
     caplog.set_level("INFO")
     worker._process(p)
     assert f"prediction {pid}: no longer ours" in caplog.text  # it rendered, and the store refused the result
-    assert claimed.get(pid).status.value == "cancelled" and balance(api) == pytest.approx(10.0)
+    assert claimed.get(pid).status.value == "cancelled" and api.balance() == pytest.approx(10.0)
     outputs = api.settings.data_dir / "outputs"
     assert not outputs.exists() or not any(outputs.rglob("*.mp4"))

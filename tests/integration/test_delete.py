@@ -23,10 +23,6 @@ def delete(api: Api, ids, key: str | None = None) -> httpx.Response:
     return api.client.post("/api/v3/predictions/delete", json={"ids": ids}, headers=api.h(key))
 
 
-def balance(api: Api) -> float:
-    return api.client.get("/api/v3/balance", headers=api.h()).json()["data"]["balance"]
-
-
 def test_a_completed_prediction_and_its_files_go_and_its_charge_stays(api):
     pid = submit(api)
     api.drain()
@@ -37,13 +33,13 @@ def test_a_completed_prediction_and_its_files_go_and_its_charge_stays(api):
     assert api.result(pid).status_code == 404
     assert api.client.get(video).status_code == 404  # the file is gone too
     assert api.client.post("/api/v3/predictions", json={}, headers=api.h()).json()["data"]["total"] == 0
-    assert balance(api) == pytest.approx(9.65)  # the ledger keeps the charge
+    assert api.balance() == pytest.approx(9.65)  # the ledger keeps the charge
 
 
 def test_an_open_prediction_is_cancelled_then_deleted(api):
     pid = submit(api, webhook="https://example.com/hook")
     assert delete(api, [pid]).json()["data"]["deleted"] == [pid]
-    assert balance(api) == pytest.approx(10.0)  # its quote released, nothing charged
+    assert api.balance() == pytest.approx(10.0)  # its quote released, nothing charged
     assert not api.worker.run_once()  # nothing left to run
     assert WebhookStore(api.db).status(pid) is None  # nothing left to send about
 

@@ -80,7 +80,7 @@ def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_posit
 def _b64(outputs: list[str], storage: LocalStorage) -> list[str]:
     """The outputs' bytes as base64; none once retention has removed them (or is removing them now)."""
     try:
-        return [base64.b64encode(storage.resolve(*rel.split("/", 2)).read_bytes()).decode() for rel in outputs]
+        return [base64.b64encode(storage.file(rel).read_bytes()).decode() for rel in outputs]
     except (NotFound, FileNotFoundError):
         return []
 

@@ -33,7 +33,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
-OPEN = (Status.CREATED.value, Status.PROCESSING.value)  # as stored: waiting or running, its quote held
+# As stored: waiting or running (its quote held), and ended.
+OPEN = tuple(s.value for s in Status if not s.terminal)
 ENDED = tuple(s.value for s in Status if s.terminal)
 
 

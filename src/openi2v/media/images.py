@@ -13,7 +13,7 @@ import httpx
 from openi2v.domain.inputs import decode_data_uri
 from openi2v.errors import InvalidInput, MediaUnavailable, NotFound
 from openi2v.outbound import NO_KEEPALIVE, OutboundGuard
-from openi2v.storage.local import UPLOAD_URL, LocalStorage, safe_name
+from openi2v.storage.local import UPLOAD_URL, LocalStorage, is_safe_name
 
 MAX_REDIRECTS = 3
 
@@ -24,7 +24,7 @@ def own_upload(ref: str) -> tuple[str, str] | None:
         m = UPLOAD_URL.search(httpx.URL(ref).path)  # the parser check_url judged it with
     except httpx.InvalidURL:
         return None  # not ours: the guard refuses it by name
-    if m is None or safe_name(m.group(2)) != m.group(2):  # a name we never write (a NUL, say) is not ours
+    if m is None or not is_safe_name(m.group(2)):  # a name we never write (a NUL, say) is not ours
         return None
     return m.group(1), m.group(2)
 

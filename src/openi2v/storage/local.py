@@ -15,19 +15,29 @@ from typing import BinaryIO
 from openi2v.errors import NotFound, PayloadTooLarge, StorageError
 
 KINDS = {"uploads": "media", "outputs": "files"}
+_DIRS = {url_kind: kind for kind, url_kind in KINDS.items()}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
-UPLOAD_URL = re.compile(r"/media/([A-Za-z0-9_-]{16,64})/([^/?#]+)")  # an upload's URL: its token and name
+UPLOAD_URL = re.compile(rf"/media/({_TOKEN.pattern})/([^/?#]+)")  # an upload's URL: its token and name
+
+
+def url_path(url_kind: str, token: str, filename: str) -> str:
+    """Where a file is served, relative to the public base: "files/<token>/<name>"."""
+    return f"{url_kind}/{token}/{filename}"
 
 
 def upload_url_path(token: str, filename: str) -> str:
-    """Where an upload is served, relative to the public base (as outputs' paths are)."""
-    return f"media/{token}/{filename}"
+    return url_path("media", token, filename)
 
 
 def safe_name(filename: str) -> str:
     name = _UNSAFE.sub("_", Path(filename or "upload").name).strip("._") or "upload"
     return name[:120]
+
+
+def is_safe_name(filename: str) -> bool:
+    """A name as this storage writes it (so never a NUL, a slash or a dot-dot)."""
+    return safe_name(filename) == filename
 
 
 class LocalStorage:
@@ -57,13 +67,12 @@ class LocalStorage:
             shutil.copyfile(src, dest)
         except OSError as exc:
             raise StorageError(f"could not store output: {exc}") from exc
-        return f"files/{token}/{dest.name}"
+        return url_path("files", token, dest.name)
 
     def delete_file(self, rel: str) -> None:
         """Remove an output or an upload by its URL path; a missing one is already gone."""
-        kind, token, name = (rel.split("/", 2) + ["", ""])[:3]
         try:
-            shutil.rmtree(self.resolve(kind, token, name).parent)
+            shutil.rmtree(self.file(rel).parent)
         except (NotFound, FileNotFoundError):  # gone already, or just now by another process
             pass
         except OSError as exc:
@@ -72,13 +81,17 @@ class LocalStorage:
     def public_path(self, url_kind: str, token: str, filename: str) -> str:
         """The URL path ("files/<token>/<name>") of a file this storage could hold; NotFound for any
         other, so that nothing else (a NUL, a name it would never write) goes further."""
-        if url_kind not in KINDS.values() or not _TOKEN.fullmatch(token) or safe_name(filename) != filename:
+        if url_kind not in _DIRS or not _TOKEN.fullmatch(token) or not is_safe_name(filename):
             raise NotFound("file not found")
-        return f"{url_kind}/{token}/{filename}"
+        return url_path(url_kind, token, filename)
+
+    def file(self, rel: str) -> Path:
+        """The file at a URL path (as ``save_output`` returns, or ``upload_url_path`` makes)."""
+        return self.resolve(*(rel.split("/", 2) + ["", ""])[:3])
 
     def resolve(self, url_kind: str, token: str, filename: str) -> Path:
         """The file behind /media/... or /files/...; NotFound for anything else."""
-        kind = {v: k for k, v in KINDS.items()}.get(url_kind)
+        kind = _DIRS.get(url_kind)
         if kind is None:
             raise NotFound("file not found")
         path = self._path(kind, token, filename)

@@ -76,10 +76,11 @@ def stored_files(outputs: list[str], details: dict[str, Any]) -> list[str]:
 # The poll path's reads, built once (Database.fetch_one compiles each once per dialect).
 _BY_ID = select(predictions).where(predictions.c.id == bindparam("id"))
 _BY_ID_AND_KEY = _BY_ID.where(predictions.c.api_key_id == bindparam("key"))
-_QUEUED_BEFORE = select(func.count().label("n")).select_from(predictions).where(
-    predictions.c.status == Status.CREATED.value, predictions.c.created_at < bindparam("created_at"))
-_HOLDER = select(predictions.c.status, predictions.c.lease_owner).where(predictions.c.id == bindparam("id"))
+_QUEUED = predictions.c.status == Status.CREATED.value
 _RUNNING = predictions.c.status == Status.PROCESSING.value
+_QUEUED_BEFORE = select(func.count().label("n")).select_from(predictions).where(
+    _QUEUED, predictions.c.created_at < bindparam("created_at"))
+_HOLDER = select(predictions.c.status, predictions.c.lease_owner).where(predictions.c.id == bindparam("id"))
 
 
 def _keys_at(limit: int):
@@ -159,8 +160,8 @@ class PredictionStore:
             live = and_(api_keys.c.id == api_key_id, api_keys.c.revoked_at.is_(None))
             if conn.execute(update(api_keys).where(live).values(touched_at=now())).rowcount != 1:
                 raise Unauthorized("Unauthorized: invalid API key")
-            if idempotency is not None and (earlier := self._replay(conn, api_key_id, idempotency)):
-                return Prediction.from_row(conn.execute(_BY_ID, {"id": earlier}).one())
+            if idempotency is not None and (earlier := self._replay(conn, api_key_id, idempotency, purge=True)):
+                return earlier
             self._admit(conn, api_key_id, row["created_at"])
             if self._accounts.balance(api_key_id, conn) < price_micros:
                 raise InsufficientBalance("insufficient balance")
@@ -184,7 +185,7 @@ class PredictionStore:
         limits = self.limits
         if limits.queued:
             limits.check_queued(conn.execute(select(func.count()).select_from(predictions).where(
-                predictions.c.api_key_id == api_key_id, predictions.c.status == Status.CREATED.value)).scalar_one())
+                predictions.c.api_key_id == api_key_id, _QUEUED)).scalar_one())
         if limits.submits_per_minute:
             me = api_keys.c.id == api_key_id
             tat = limits.admit(conn.execute(select(api_keys.c.rate_tat_us).where(me)).scalar(), t)
@@ -194,24 +195,25 @@ class PredictionStore:
     def replayed(self, api_key_id: int, idempotency: Idempotency) -> Prediction | None:
         """The prediction an earlier submit with this key made (read first, so that a retry stores
         nothing); ``create`` checks again in its transaction, for retries that arrive together."""
-        with self.db.write() as conn:
-            earlier = self._replay(conn, api_key_id, idempotency)
-            if earlier is None:
-                return None
-            return Prediction.from_row(conn.execute(_BY_ID, {"id": earlier}).one())
+        with self.db.read() as conn:
+            return self._replay(conn, api_key_id, idempotency)
 
-    def _replay(self, conn: Connection, api_key_id: int, idempotency: Idempotency) -> str | None:
-        """The prediction an earlier submit with this key made, if the key is still kept."""
+    def _replay(self, conn: Connection, api_key_id: int, idempotency: Idempotency,
+                purge: bool = False) -> Prediction | None:
+        """The prediction an earlier submit with this key made, if the key is still kept (an expired
+        one is deleted when ``purge``: the key may name a new request)."""
         mine = and_(idempotency_keys.c.api_key_id == api_key_id, idempotency_keys.c.key == idempotency.key)
         earlier = conn.execute(select(idempotency_keys).where(mine)).first()
         if earlier is None:
             return None
-        if earlier.created_at < now() - IDEMPOTENCY_S:  # expired: the key may name a new request
-            conn.execute(delete(idempotency_keys).where(mine))
+        if earlier.created_at < now() - IDEMPOTENCY_S:
+            if purge:
+                conn.execute(delete(idempotency_keys).where(mine))
             return None
         if earlier.request_hash != idempotency.request_hash:
             raise Conflict("Idempotency-Key: already used for a different request in the last 24 hours")
-        return earlier.prediction_id
+        row = conn.execute(_BY_ID, {"id": earlier.prediction_id}).first()  # None: deleted meanwhile, key with it
+        return Prediction.from_row(row) if row else None
 
     def get(self, prediction_id: str, api_key_id: int | None = None) -> Prediction:
         if not PREDICTION_ID.fullmatch(prediction_id):  # never sent to the database: a NUL breaks PostgreSQL
@@ -256,16 +258,8 @@ class PredictionStore:
 
     def cancel_open(self, api_key_id: int) -> list[str]:
         """Cancel every queued and running prediction of a key (it was revoked); their ids."""
-        open_ = select(predictions.c.id).where(predictions.c.api_key_id == api_key_id,
-                                               predictions.c.status.in_(OPEN))
-        with self.db.read() as conn:
-            ids = conn.execute(open_).scalars().all()
-        cancelled = []
-        for prediction_id in ids:
-            with self.db.write() as conn:
-                if self._transition(conn, prediction_id, None, Outcome(Status.CANCELLED, error="the API key was revoked")):
-                    cancelled.append(prediction_id)
-        return cancelled
+        return self._end_each(and_(predictions.c.api_key_id == api_key_id, predictions.c.status.in_(OPEN)),
+                              Outcome(Status.CANCELLED, error="the API key was revoked"))
 
     def queue_position(self, p: Prediction) -> int:
         """An estimate of how many queued predictions start before this one (0: none): those submitted
@@ -300,8 +294,8 @@ class PredictionStore:
         t = now()
         self._fail_exhausted(t)
         claimable = or_(
-            predictions.c.status == Status.CREATED.value,
-            and_(predictions.c.status == Status.PROCESSING.value, predictions.c.lease_expires_at < t,
+            _QUEUED,
+            and_(_RUNNING, predictions.c.lease_expires_at < t,
                  predictions.c.attempts < self.max_attempts),
         )
         where = [claimable, predictions.c.model.in_(models)]
@@ -341,8 +335,7 @@ class PredictionStore:
         """Extend the lease and record progress; False means the lease was lost."""
         with self.db.write() as conn:
             return conn.execute(update(predictions).where(
-                predictions.c.id == prediction_id, predictions.c.lease_owner == owner,
-                predictions.c.status == Status.PROCESSING.value,
+                predictions.c.id == prediction_id, predictions.c.lease_owner == owner, _RUNNING,
             ).values(lease_expires_at=now() + lease_s, progress=progress)).rowcount == 1
 
     def holds(self, prediction_id: str, owner: str) -> bool:
@@ -387,13 +380,18 @@ class PredictionStore:
 
     def _fail_exhausted(self, t: float) -> None:
         """Fail jobs whose worker died on every allowed attempt."""
-        lost = and_(predictions.c.status == Status.PROCESSING.value, predictions.c.lease_expires_at < t,
-                    predictions.c.attempts >= self.max_attempts)
+        self._end_each(and_(_RUNNING, predictions.c.lease_expires_at < t, predictions.c.attempts >= self.max_attempts),
+                       Outcome(Status.FAILED, error=f"worker lost {self.max_attempts} times while running this "
+                                                    "prediction", error_code=5000))
+
+    def _end_each(self, which: Any, outcome: Outcome) -> list[str]:
+        """End every prediction ``which`` selects, each in its own transaction; the ids that moved."""
         with self.db.read() as conn:
-            ids = conn.execute(select(predictions.c.id).where(lost)).scalars().all()
+            ids = conn.execute(select(predictions.c.id).where(which)).scalars().all()
+        ended = []
         for prediction_id in ids:
             with self.db.write() as conn:
-                self._transition(conn, prediction_id, None, Outcome(
-                    Status.FAILED, error=f"worker lost {self.max_attempts} times while running this prediction",
-                    error_code=5000))
+                if self._transition(conn, prediction_id, None, outcome):
+                    ended.append(prediction_id)
+        return ended
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 
 from openi2v.domain.prediction import ENDED, OPEN
 from openi2v.store.database import Database, insert_once
 from openi2v.store.predictions import stored_files
 from openi2v.store.schema import expired_files, predictions, upload_refs, uploads
+
+
+_EXPIRED_AT = select(expired_files.c.expired_at).where(expired_files.c.path == bindparam("path"))
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,8 @@ class RetentionStore:
 
     def expired_file(self, path: str) -> float | None:
         """When retention removed the file at this URL path (one the storage could hold), if it did."""
-        with self.db.read() as conn:
-            return conn.execute(select(expired_files.c.expired_at).where(expired_files.c.path == path)).scalar()
+        row = self.db.fetch_one(_EXPIRED_AT, path=path)
+        return row and row["expired_at"]
 
     def prune(self, t: float) -> None:
         """Forget files removed more than one retention period ago (a fetch of one is then a 404)."""

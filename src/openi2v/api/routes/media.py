@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
@@ -35,8 +36,7 @@ async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> JSO
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise InvalidInput("size", "must be a non-negative integer")
     _check_size(c, size)
-    content_type = parse_content_type("content_type", body.get("content_type")) or mimetypes.guess_type(filename)[0] \
-        or "application/octet-stream"
+    content_type = _content_type(body.get("content_type"), filename)
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(filename), content_type, size,
                                      c.settings.upload_ticket_ttl_s)
     base = c.base_url(request)
@@ -73,8 +73,7 @@ async def upload_binary(request: Request, key_id: int = Depends(api_key)) -> JSO
 
 
 async def _store_binary(c: Context, request: Request, key_id: int, file: UploadFile) -> JSONResponse:
-    content_type = parse_content_type("content_type", file.content_type) or mimetypes.guess_type(file.filename or "")[0] \
-        or "application/octet-stream"
+    content_type = _content_type(file.content_type, file.filename or "")
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(file.filename or "upload"), content_type,
                                      0, 0, True)
     size = await run_in_threadpool(c.storage.write_upload, upload.token, upload.filename, file.file,
@@ -94,14 +93,15 @@ def serve_file(token: str, filename: str, request: Request) -> FileResponse:
     c = ctx(request)
     name = c.storage.public_path(kind, token, filename)
     try:
-        path = c.storage.resolve(kind, token, filename)
-        if kind == "media" and c.retention.expired_file(name):
-            raise NotFound("file not found")  # swept, but its file could not be deleted
+        path: Path | None = c.storage.resolve(kind, token, filename)
     except NotFound:
-        if gone := c.retention.expired_file(name):
-            raise Gone(f"this file expired at {iso(gone)} and was deleted (files are kept "
-                       f"{c.settings.retention_days:g} days)") from None
-        raise
+        path = None
+    # an upload is looked up even when its file is there: swept, the file may not have been deletable
+    if (path is None or kind == "media") and (gone := c.retention.expired_file(name)):
+        raise Gone(f"this file expired at {iso(gone)} and was deleted (files are kept "
+                   f"{c.settings.retention_days:g} days)")
+    if path is None:
+        raise NotFound("file not found")
     media_type = file_type(path)
     media = media_type != OCTET_STREAM
     return FileResponse(path, media_type=media_type, filename=path.name, headers=headers.user_file(media),
@@ -114,6 +114,11 @@ def _upload_data(upload: Upload, base: str) -> dict:
             "download_url": base + upload_url_path(upload.token, upload.filename),
             "filename": upload.filename, "size": upload.size,
             "expires_at": iso(upload.expires_at) if upload.expires_at else None}
+
+
+def _content_type(declared: str | None, filename: str) -> str:
+    """The client's label for an upload (checked), else one guessed from its name."""
+    return parse_content_type("content_type", declared) or mimetypes.guess_type(filename)[0] or OCTET_STREAM
 
 
 def _check_size(c: Context, size: int) -> None:
