@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openi2v.config import KLING_MODEL, Settings  # noqa: E402
 from openi2v.engines.base import Cancelled  # noqa: E402
-from openi2v.engines.isolated import IsolatedEngine  # noqa: E402
+from openi2v.worker.isolated import IsolatedEngine  # noqa: E402
 from openi2v.engines.registry import build_engines  # noqa: E402
 from openi2v.worker.loop import CANCEL_CHECK_S, Worker  # noqa: E402
 from tests import pictures, tiny_models  # noqa: E402

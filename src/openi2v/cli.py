@@ -1,11 +1,13 @@
-"""openi2v serve | keys | submit | generate: thin calls into the modules above."""
+"""openi2v serve | worker | migrate | keys | sweep | submit | generate | models: thin calls into the modules above."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -31,30 +33,85 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
           workers: Optional[int] = typer.Option(None, help="Worker processes beside the API (0: API only)."),
           api_processes: Optional[int] = typer.Option(None, help="Processes answering HTTP (default: one per core, at most 4)."),
           dev: bool = typer.Option(False, help="Create (first start) and print a development API key.")) -> None:
-    """Run the API with its worker processes beside it."""
+    """Run the API with its worker processes beside it (the one-box default), or alone (--workers 0)."""
     from openi2v.api import server
-    from openi2v.worker.loop import WorkerPool
+    from openi2v.logs import setup_logging
+    from openi2v.worker.pool import BESIDE_API_NICENESS, WorkerPool, plan
 
     settings = _servable_settings(workers=workers, api_processes=api_processes)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     url = settings.public_url.rstrip("/") or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
     typer.echo(f"OpenI2V {url}")
     typer.echo(f"  API:        {url}/api/v3/{KLING_MODEL}")
     typer.echo(f"  Playground: {url}/playground")
     if dev:
         typer.echo(f"  API key:    {_dev_key(settings)}")
-    pool = WorkerPool(settings, settings.workers)
+    pool = WorkerPool(plan(settings, settings.workers, niceness=BESIDE_API_NICENESS))
     pool.start()
+    threading.Thread(target=pool.supervise, name="supervisor", daemon=True).start()
     try:
         server.run(settings, host, port)
     finally:
         pool.stop()
 
 
-def _servable_settings(**overrides) -> Settings:
+@app.command()
+def worker(models: Optional[str] = typer.Option(None, help="Model ids to claim, comma-separated (default: every "
+                                                            "one served), so that their weights stay loaded."),
+           concurrency: int = typer.Option(1, min=1, help="Worker processes (on each device, with --devices)."),
+           devices: Optional[str] = typer.Option(None, help="Devices, comma-separated (e.g. cuda:0,cuda:1): "
+                                                             "workers on each, every one with its own engine."),
+           metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /readyz on this port.")) -> None:
+    """Run workers without the API: they claim jobs from the shared database (OPENI2V_DATABASE_URL).
+
+    SIGTERM drains them: nothing more is claimed, and a job in hand finishes within OPENI2V_DRAIN_S or
+    goes back to the queue."""
+    import signal
+
+    from openi2v.logs import setup_logging
+    from openi2v.worker.pool import WorkerPool, plan
+
+    model_ids = tuple(m.strip() for m in models.split(",") if m.strip()) if models else None
+    settings = _servable_settings(run_engines=model_ids or True)
+    setup_logging(settings)
+    device_list = tuple(d.strip() for d in devices.split(",") if d.strip()) if devices else ()
+    pool = WorkerPool(plan(settings, concurrency, model_ids, device_list))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # set from a thread: this one may hold the event's lock
+        signal.signal(sig, lambda *_: threading.Thread(target=stop.set).start())
+    pool.start()
+    threading.Thread(target=pool.supervise, name="supervisor", daemon=True).start()
+    if metrics_port is not None:
+        from openi2v.metrics import serve_worker_metrics
+
+        serve_worker_metrics(settings, pool, metrics_port)
+    typer.echo(f"OpenI2V workers: {len(pool.specs)} process(es) claiming "
+               f"{', '.join(model_ids or settings.engines)}" + (f"; metrics on :{metrics_port}" if metrics_port else ""))
+    stop.wait()
+    typer.echo("stopping: draining the workers")
+    pool.stop()
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database's schema up to date, then exit (run once per upgrade, before the servers)."""
+    settings = _settings()
+    _migrate(settings)
+    from sqlalchemy.engine import make_url
+
+    typer.echo(f"database migrated: {make_url(settings.db_url).render_as_string(hide_password=True)}")
+
+
+def _servable_settings(run_engines: bool | tuple[str, ...] | None = None, **overrides) -> Settings:
     """The settings, checked before any API process or worker starts: a configuration that could
-    only fail (a malformed value, an engine that cannot start, a database that cannot be used)
-    exits at once with one line naming the setting to fix. The database is migrated here, once."""
+    only fail (a malformed value, an engine that cannot start here, a database that cannot be used)
+    exits at once with one line naming the setting to fix. The database is migrated here, once.
+
+    ``auto`` engines are decided here, once, and every process started from now on (API processes
+    read the environment) gets the decision: no API process probes for weights or a GPU. An API
+    without workers (``--workers 0``) only checks that the engines are named right: the machines
+    that run them may be others. ``run_engines``: whether this machine runs the engines, True for all
+    of them, or the model ids it runs (default: when it starts workers)."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
@@ -62,7 +119,12 @@ def _servable_settings(**overrides) -> Settings:
 
     try:
         settings = _settings(**overrides)
-        registry.check(settings)
+        settings.engines = registry.resolve(settings)
+        os.environ["OPENI2V_ENGINES"] = json.dumps(settings.engines)
+        if run_engines is None:
+            run_engines = settings.workers > 0
+        if run_engines:
+            registry.check(settings, None if run_engines is True else run_engines)
     except ValidationError as exc:
         _exit_config("; ".join(f"OPENI2V_{str(e['loc'][0]).upper()}: {e['msg'].lower()} (got {e['input']!r})"
                                for e in exc.errors()))

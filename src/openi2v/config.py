@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     heartbeat_s: float = 2.0
     poll_s: float = 0.2  # idle worker sleep between claim attempts
     max_attempts: int = 3  # a job whose worker died this many times fails
+    # A worker told to stop (SIGTERM) claims nothing more and gives the job in hand this long to finish;
+    # then it is handed back to the queue for another worker. 0: handed back at once.
+    drain_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+    # Logs: "text" for a terminal; "json": one JSON object per line, with the prediction id on each line
+    # about a prediction.
+    log_format: Literal["text", "json"] = "text"
 
     # Requests.
     header_timeout_s: float = Field(10.0, gt=0)  # a connection still sending its request headers after this is closed

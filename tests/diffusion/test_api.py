@@ -9,12 +9,13 @@ from fastapi.testclient import TestClient
 from openi2v.api.app import create_app
 from openi2v.config import KLING_MODEL, Settings
 from openi2v.domain.billing import to_micros
-from openi2v.engines.isolated import IsolatedEngine
 from openi2v.engines.registry import build_engines, resolve
 from openi2v.media.video import probe
 from openi2v.store import AccountStore
+from openi2v.worker.isolated import EngineSpec, IsolatedEngine
 from openi2v.worker.loop import Worker
 from tests import pictures, tiny_models
+from tests.engine_fixtures import Flaky
 
 PRESET = "wan2.1-i2v-14b-480p"
 
@@ -113,7 +114,7 @@ def test_auto_serves_a_preset_only_with_its_weights_and_device(settings, weights
 
 
 def test_a_crashing_engine_fails_its_prediction_and_the_next_one_runs(settings):
-    flaky = IsolatedEngine("tests.engine_fixtures:Flaky", {}, "flaky", "test")
+    flaky = IsolatedEngine(EngineSpec("flaky", Flaky))
     svc = Service(settings, engines={KLING_MODEL: flaky})
     try:
         crashed, fine = svc.submit(KLING_MODEL, prompt="crash"), svc.submit(KLING_MODEL, prompt="pan left")

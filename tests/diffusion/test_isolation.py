@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from openi2v.engines.base import Cancelled, EngineJob
-from openi2v.engines.isolated import IsolatedEngine
+from openi2v.worker.isolated import EngineSpec, IsolatedEngine
+from tests.engine_fixtures import Flaky
 from openi2v.errors import EngineError
 from openi2v.media.video import probe
 from tests import pictures
@@ -16,9 +17,14 @@ from tests import pictures
 PHOTO = pictures.photo(400, 300, seed=1)
 
 
+def _broken():
+    """An engine factory that fails in the child, as a bad import or missing weights would."""
+    raise AttributeError("no engine here")
+
+
 @pytest.fixture
 def engine():
-    e = IsolatedEngine("tests.engine_fixtures:Flaky", {"steps": 4, "step_s": 0.02}, "flaky", "test")
+    e = IsolatedEngine(EngineSpec("flaky", Flaky, {"steps": 4, "step_s": 0.02}))
     e.load()
     yield e
     e.close()
@@ -67,7 +73,7 @@ def test_cancel_reaches_the_child_between_steps(engine, tmp_path):
 
 
 def test_a_load_failure_becomes_a_clear_job_error(tmp_path):
-    e = IsolatedEngine("tests.engine_fixtures:Nope", {}, "nope", "test")
+    e = IsolatedEngine(EngineSpec("broken", _broken))
     e.load()
     with pytest.raises(EngineError, match="could not load: AttributeError"):
         e.run(job(tmp_path), lambda f: None, lambda: False)

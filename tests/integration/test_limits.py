@@ -12,7 +12,7 @@ from openi2v.domain.prediction import Status
 from openi2v.errors import TooManyRequests
 from openi2v.store import AccountStore, Database, PredictionStore
 from openi2v.store import predictions as store_module
-from openi2v.store.predictions import Outcome
+from openi2v.domain.prediction import Outcome
 from openi2v.store.schema import predictions
 from tests import pictures
 from tests.integration.test_api import SUBMIT, Api

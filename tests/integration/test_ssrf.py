@@ -24,7 +24,7 @@ from openi2v.media.images import MediaFetcher
 from openi2v.outbound import AllowList, OutboundGuard, resolve_host
 from openi2v.storage.local import LocalStorage
 from openi2v.store import AccountStore
-from openi2v.store.predictions import Outcome
+from openi2v.domain.prediction import Outcome
 from tests import pictures
 from tests.integration.test_api import Api
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from openi2v.domain.prediction import Status
 from openi2v.store import AccountStore, Database, PredictionStore
-from openi2v.store.predictions import Outcome
+from openi2v.domain.prediction import Outcome
 from openi2v.store.schema import ledger
 
 MODEL = "m"

@@ -24,7 +24,6 @@ from openi2v.api.context import Context
 from openi2v.api.routes import account, media, predictions
 from openi2v.api.schemas import V3Response
 from openi2v.config import Settings
-from openi2v.engines.registry import build_engines
 from openi2v.errors import InvalidInput, OpenI2VError
 from openi2v.store import Database
 from openi2v.sweeper import Sweeper
@@ -41,8 +40,7 @@ def create_app(settings: Settings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
-    engines = build_engines(settings)
-    context = Context.build(settings, db, engines)
+    context = Context.build(settings, db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -9,7 +9,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from openi2v.config import Settings
-from openi2v.engines.base import Engine
+from openi2v.engines.registry import ServedModel, served_models
 from openi2v.media.images import MediaFetcher
 from openi2v.outbound import OutboundGuard
 from openi2v.storage.local import LocalStorage
@@ -28,16 +28,16 @@ class Context:
     uploads: UploadStore
     storage: LocalStorage
     fetcher: MediaFetcher
-    engines: dict[str, Engine]  # the models served: described and validated here, run by the workers
+    models: dict[str, ServedModel]  # the models served: listed and validated here, run by the workers
     retention: RetentionStore
 
     @classmethod
-    def build(cls, settings: Settings, db: Database, engines: dict[str, Engine]) -> "Context":
+    def build(cls, settings: Settings, db: Database) -> "Context":
         storage = LocalStorage(settings.data_dir)
         return cls(settings, db, PredictionStore.from_settings(db, settings), AccountStore(db),
                    UploadStore(db, settings.retention_s),
                    storage, MediaFetcher(storage, settings.fetch_timeout_s, OutboundGuard.from_settings(settings)),
-                   engines, RetentionStore(db, settings.retention_s))
+                   served_models(settings), RetentionStore(db, settings.retention_s))
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store read from a route.

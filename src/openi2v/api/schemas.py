@@ -13,7 +13,7 @@ from openi2v.domain.billing import to_usd
 from openi2v.domain.prediction import Status
 from openi2v.errors import NotFound
 from openi2v.storage.local import LocalStorage
-from openi2v.store import Prediction
+from openi2v.domain.prediction import Prediction
 
 
 class V3Response(JSONResponse):

@@ -91,7 +91,8 @@ class WebhookSender:
             return
         delays = self.c.settings.webhook_retry_delays
         retry = delays[d.attempts - 1] if d.attempts <= len(delays) else None
-        log.warning("webhook for %s to %s failed (attempt %d): %s", d.prediction_id, d.url, d.attempts, error)
+        log.warning("webhook for %s to %s failed (attempt %d): %s", d.prediction_id, d.url, d.attempts, error,
+                    extra={"prediction_id": d.prediction_id})
         await run_in_threadpool(self.store.failed, d.prediction_id, error, retry)
 
     async def _request(self, client: httpx.AsyncClient, d: Delivery) -> httpx.Request:

@@ -15,6 +15,9 @@ from PIL import Image
 Progress = Callable[[float], None]
 CancelCheck = Callable[[], bool]
 
+MOTION_DESCRIPTION = ("CPU camera-motion engine: animates the input image with camera moves read from the prompt "
+                      "(zoom, pan, tilt, orbit, roll, dolly zoom, handheld). Not a generative model.")
+
 
 class Cancelled(Exception):
     """Raised by an engine when ``cancelled()`` turned true mid-run."""

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from openi2v.engines.base import CancelCheck, Cancelled, EngineJob, EngineResult, Progress
+from openi2v.engines.base import MOTION_DESCRIPTION, CancelCheck, Cancelled, EngineJob, EngineResult, Progress
 from openi2v.engines.camera import CameraPlan, plan_camera
 from openi2v.media.video import decode_audio, rgb_to_i420, write_mp4
 
@@ -62,8 +62,7 @@ class Trajectory:
 
 class MotionEngine:
     name = "motion"
-    description = ("CPU camera-motion engine: animates the input image with camera moves read from the prompt "
-                   "(zoom, pan, tilt, orbit, roll, dolly zoom, handheld). Not a generative model.")
+    description = MOTION_DESCRIPTION
 
     def __init__(self, settings: MotionSettings | None = None) -> None:
         self.settings = settings or MotionSettings()

@@ -2,21 +2,28 @@
 
 An engine name is "motion" (the CPU camera engine), a diffusion preset from the catalog,
 "auto", or a class of your own named by import path ("module:Class", built in-process with
-no arguments). Building engines is cheap everywhere (the API process builds them to describe
-and validate models); a diffusion engine's pipeline loads in its own child process when a
-worker first needs it. ``check`` tells ``openi2v serve`` before it starts anything whether
-the configured engines can start, in a sentence naming the setting to fix.
+no arguments). The API needs only ``served_models``, a plain table that builds no engine; the
+workers build them (``build_engines``), a diffusion engine as an ``EngineSpec`` that its own
+child process loads (worker/isolated.py). ``check`` tells ``openi2v serve`` and ``openi2v
+worker`` before they start anything whether the configured engines can start, in a sentence
+naming the setting to fix.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from openi2v.config import Settings
-from openi2v.engines.base import Engine
+from openi2v.engines.base import MOTION_DESCRIPTION, Engine
 from openi2v.engines.catalog import PRESETS, Preset, get_preset
+
+if TYPE_CHECKING:
+    from openi2v.worker.isolated import EngineSpec
 
 log = logging.getLogger("openi2v.engines")
 FAMILIES = {"wan": "openi2v.engines.wan:WanEngine", "ltx": "openi2v.engines.ltx:LTXEngine"}
@@ -82,15 +89,20 @@ def _auto(settings: Settings) -> str:
     return preset.name
 
 
-def check(settings: Settings) -> None:
-    """Raise ValueError, in a sentence naming the setting, when a configured engine cannot start here.
+def check(settings: Settings, models: tuple[str, ...] | None = None) -> None:
+    """Raise ValueError, in a sentence naming the setting, when a configured engine (or the engine of
+    one of ``models``) cannot start here, or one of ``models`` is not served.
 
     An unknown name, a class that does not import or build, and a preset that could only fail
     every job it took (task code 1403): one with a malformed override, without diffusers and
     torch, without its weights on this machine (engines never download), or on a CUDA device
     this machine does not have.
     """
-    for name in set(resolve(settings).values()) - {"motion"}:
+    served = resolve(settings)
+    unknown = [m for m in models or () if m not in served]
+    if unknown:
+        raise ValueError(f"--models: {', '.join(unknown)} not served; OPENI2V_ENGINES serves {', '.join(served)}")
+    for name in {served[m] for m in models or served} - {"motion"}:
         if is_import_path(name):
             imported_engine(name)
         else:
@@ -121,11 +133,36 @@ def _check_preset(settings: Settings, name: str) -> None:
                          "set OPENI2V_DEVICE=cpu or serve motion")
 
 
-def build_engines(settings: Settings) -> dict[str, Engine]:
-    """One engine instance per served model id (instances are shared by engine name)."""
+@dataclass(frozen=True)
+class ServedModel:
+    """A model id the service takes predictions for, as the API lists it."""
+
+    id: str
+    engine: str  # "motion", a preset's name, or "module:Class"
+    description: str
+
+
+def served_models(settings: Settings) -> dict[str, ServedModel]:
+    """Model id -> what serves it: read from the settings, no engine built."""
+    return {model_id: ServedModel(model_id, name, _describe(name)) for model_id, name in resolve(settings).items()}
+
+
+def _describe(name: str) -> str:
+    if name == "motion":
+        return MOTION_DESCRIPTION
+    if is_import_path(name):
+        return f"a custom engine ({name})"
+    return get_preset(name).summary
+
+
+def build_engines(settings: Settings, models: list[str] | None = None) -> dict[str, Engine]:
+    """One engine instance per served model id, or per id of ``models`` (instances are shared by
+    engine name)."""
+    served = resolve(settings)
     built: dict[str, Engine] = {}
     engines: dict[str, Engine] = {}
-    for model_id, name in resolve(settings).items():
+    for model_id in models or served:
+        name = served[model_id]
         if name not in built:
             built[name] = _build(settings, name)
         engines[model_id] = built[name]
@@ -137,19 +174,17 @@ def _build(settings: Settings, name: str) -> Engine:
         return in_process_engine(settings, name)
     if is_import_path(name):
         return imported_engine(name)
-    from openi2v.engines.isolated import IsolatedEngine
+    from openi2v.worker.isolated import IsolatedEngine
 
-    factory, kwargs = diffusion_spec(settings, name)
-    return IsolatedEngine(factory, kwargs, name, kwargs["preset"].summary)
+    return IsolatedEngine(diffusion_spec(settings, name))
 
 
 def imported_engine(name: str) -> Engine:
     """A team's own engine class, named "module:Class", built in this process with no arguments
     (as uvicorn builds an app from its import string)."""
-    from openi2v.engines.isolated import import_factory
-
     try:
-        return import_factory(name)()
+        module, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module), attr)()
     except Exception as exc:  # whatever importing or building it raised: the setting to fix, and why
         raise ValueError(f"OPENI2V_ENGINES: cannot build engine {name!r} ({type(exc).__name__}: {exc})") from exc
 
@@ -160,21 +195,23 @@ def in_process_engine(settings: Settings, name: str, weights: Path | None = None
         from openi2v.engines.motion import MotionEngine, MotionSettings
 
         return MotionEngine(MotionSettings.from_settings(settings))
-    from openi2v.engines.isolated import import_factory
-
-    factory, kwargs = diffusion_spec(settings, name, weights)
-    return import_factory(factory)(**kwargs)
+    spec = diffusion_spec(settings, name, weights)
+    return spec.factory(**spec.kwargs)
 
 
-def diffusion_spec(settings: Settings, name: str, weights: Path | None = None) -> tuple[str, dict]:
-    """The engine class ("module:Class") of a preset and its arguments, with this machine's settings:
-    overrides applied, weights from ``weights`` or found locally (else the repo id, for the HF cache)."""
+def diffusion_spec(settings: Settings, name: str, weights: Path | None = None) -> "EngineSpec":
+    """How to build a preset's engine with this machine's settings: overrides applied, weights from
+    ``weights`` or found locally (else the repo id, for the HF cache)."""
     from openi2v.engines.accel import Speedups
+    from openi2v.worker.isolated import EngineSpec
 
     preset = diffusion_preset(settings, name)
     path = weights or local_weights(settings, preset) or preset.repo
     speedups = Speedups.parse(settings.speedups.split(",") if settings.speedups else preset.speedups)
-    return FAMILIES[preset.family], dict(preset=preset, weights=str(path), device=settings.device, speedups=speedups)
+    module, _, attr = FAMILIES[preset.family].partition(":")
+    return EngineSpec(name, getattr(importlib.import_module(module), attr),
+                      dict(preset=preset, weights=str(path), device=settings.device, speedups=speedups),
+                      preset.summary)
 
 
 def diffusion_preset(settings: Settings, name: str) -> Preset:

@@ -1,11 +1,13 @@
 """Predictions: the durable job queue.
 
 Life of a row: ``create`` (status created, money held by its quote) -> ``claim`` (one
-worker, with a lease) -> ``heartbeat`` (extends the lease, records progress) ->
-``finish`` (completed + charge, or failed), all through ``_transition``. ``cancel`` ends a
+worker, with a lease) -> ``heartbeat`` (extends the lease, records progress) -> ``finish``
+(completed + charge, or failed) or ``requeue`` (back to the queue). ``cancel`` ends a
 queued or running row at once; the worker running it finds out at its engine's next check
-(``holds``: the row is no longer its) and stops the engine. A worker that dies stops heart-beating; once its lease expires the row is claimed again, until
-``max_attempts`` is spent, and then it fails with "worker lost".
+(``holds``: the row is no longer its) and stops the engine. A worker that dies stops
+heart-beating; once its lease expires the row is claimed again, until ``max_attempts`` is
+spent, and then it fails with "worker lost". Every status change, each of these, goes
+through ``_transition``; the legal moves are in domain/prediction.py.
 
 Limits per key (domain/limits.py) are kept here, in the rows every process shares: ``create``
 counts a key's waiting predictions and its submit rate under the lock of the key's row, and
@@ -17,60 +19,17 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from openi2v.domain.limits import Limits
-from openi2v.domain.prediction import OPEN, Status, can_move, expiry
+from openi2v.domain.prediction import OPEN, Outcome, Prediction, Status, can_move, expiry
 from openi2v.errors import Conflict, InsufficientBalance, NotFound, Unauthorized
 from openi2v.store.accounts import AccountStore
 from openi2v.store.database import Database, insert_once, lock, now
 from openi2v.store.schema import api_keys, idempotency_keys, ledger, predictions, upload_refs, webhook_deliveries
-
-
-@dataclass
-class Prediction:
-    id: str
-    api_key_id: int
-    model: str
-    status: Status
-    inputs: dict[str, Any]
-    seed: int
-    base64_output: bool
-    price_micros: int
-    created_at: float
-    started_at: float | None = None
-    completed_at: float | None = None
-    outputs: list[str] = field(default_factory=list)
-    nsfw: list[bool] = field(default_factory=list)
-    error: str = ""
-    error_code: int | None = None
-    inference_ms: int = 0
-    progress: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
-    lease_owner: str | None = None
-    lease_expires_at: float | None = None
-    attempts: int = 0
-    webhook: dict[str, str] | None = None  # {"url", "base"}: POST the result there when it ends
-    expires_at: float | None = None  # when retention removes its files (known once it ends)
-    swept_at: float | None = None  # when it did
-
-    @property
-    def files(self) -> list[str]:
-        return stored_files(self.outputs, self.details)
-
-    @classmethod
-    def from_row(cls, row: Any) -> "Prediction":
-        values = dict(row if isinstance(row, dict) else row._mapping)
-        values["status"] = Status(values["status"])
-        return cls(**values)
-
-
-def stored_files(outputs: list[str], details: dict[str, Any]) -> list[str]:
-    """The files a result names (storage paths): its outputs and a poster."""
-    return [*outputs, *([details["poster"]] if "poster" in details else [])]
 
 
 # The poll path's reads, built once (Database.fetch_one compiles each once per dialect).
@@ -101,23 +60,6 @@ class Idempotency:
 
     key: str
     request_hash: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a worker records when a job ends."""
-
-    status: Status
-    outputs: list[str] = field(default_factory=list)
-    nsfw: list[bool] = field(default_factory=list)
-    error: str = ""
-    error_code: int | None = None
-    inference_ms: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def files(self) -> list[str]:
-        return stored_files(self.outputs, self.details)
 
 
 class PredictionStore:
@@ -232,7 +174,7 @@ class PredictionStore:
         p = self.get(prediction_id, api_key_id)
         if not p.status.terminal:
             with self.db.write() as conn:
-                self._transition(conn, p.id, None, Outcome(Status.CANCELLED, error="cancelled by request"))
+                self._transition(conn, p.id, Outcome(Status.CANCELLED, error="cancelled by request"))
             p = self.get(prediction_id, api_key_id)
         if p.status is not Status.CANCELLED:
             raise Conflict(f"prediction {p.id} has already ended: {p.status.value}")
@@ -248,7 +190,7 @@ class PredictionStore:
             with self.db.write() as conn:
                 if conn.execute(owned.with_for_update()).first() is None:
                     continue
-                self._transition(conn, prediction_id, None, Outcome(Status.CANCELLED, error="deleted"))
+                self._transition(conn, prediction_id, Outcome(Status.CANCELLED, error="deleted"))
                 row = conn.execute(owned).one()  # as it ended: its outputs are the files to remove
                 for table in (webhook_deliveries, idempotency_keys, upload_refs):  # nothing to send, replay or keep
                     conn.execute(delete(table).where(table.c.prediction_id == prediction_id))
@@ -295,8 +237,7 @@ class PredictionStore:
         self._fail_exhausted(t)
         claimable = or_(
             _QUEUED,
-            and_(_RUNNING, predictions.c.lease_expires_at < t,
-                 predictions.c.attempts < self.max_attempts),
+            and_(_RUNNING, predictions.c.lease_expires_at < t, predictions.c.attempts < self.max_attempts),
         )
         where = [claimable, predictions.c.model.in_(models)]
         limit = self.limits.running
@@ -314,14 +255,8 @@ class PredictionStore:
                 if limit and picked.status == Status.CREATED.value and self._at_limit(conn, picked.api_key_id):
                     passed_over.append(picked.api_key_id)  # another worker started one of its meanwhile
                     continue
-                row = conn.execute(
-                    update(predictions).where(predictions.c.id == picked.id, claimable).values(
-                        status=Status.PROCESSING.value, lease_owner=owner, lease_expires_at=t + lease_s,
-                        attempts=predictions.c.attempts + 1, progress=0,
-                        started_at=func.coalesce(predictions.c.started_at, t),
-                    ).returning(*predictions.c)
-                ).first()
-                return Prediction.from_row(row) if row else None
+                return self._transition(conn, picked.id, Outcome(Status.PROCESSING), lease=(owner, lease_s),
+                                        where=[claimable])
         return None
 
     def _at_limit(self, conn: Connection, key_id: int) -> bool:
@@ -344,39 +279,54 @@ class PredictionStore:
         return row is not None and row["status"] == Status.PROCESSING.value and row["lease_owner"] == owner
 
     def finish(self, prediction_id: str, owner: str | None, outcome: Outcome) -> bool:
-        """Record a job's end in one transaction (with its charge); False if the lease was lost."""
+        """Record a job's end (with its charge), in one transaction; False if the lease was lost."""
         with self.db.write() as conn:
-            return self._transition(conn, prediction_id, owner, outcome)
+            return self._transition(conn, prediction_id, outcome, owner=owner) is not None
 
-    def _transition(self, conn: Connection, prediction_id: str, owner: str | None, outcome: Outcome) -> bool:
-        """THE status change: legality, times, and the ledger entry, in the caller's transaction."""
-        # locked (PostgreSQL) so that a claim or a requeue committing meanwhile cannot slip in between
+    def requeue(self, prediction_id: str, owner: str) -> bool:
+        """Hand a running job back to the queue (its worker is stopping, or storage failed); False if
+        the lease was lost meanwhile."""
+        with self.db.write() as conn:
+            return self._transition(conn, prediction_id, Outcome(Status.CREATED), owner=owner) is not None
+
+    def _transition(self, conn: Connection, prediction_id: str, outcome: Outcome, owner: str | None = None,
+                    lease: tuple[str, float] | None = None, where: list[Any] = ()) -> Prediction | None:
+        """THE status change, in the caller's transaction: whether the move is legal (from the status it
+        has, held by ``owner`` when given, and ``where``), its stamps (a claim's lease ``(owner, lease_s)``
+        and attempt; an end's time, progress and expiry), the charge of a completed one, and the webhook
+        of an ended one. The row as it now is, or None when it did not move."""
+        # locked (PostgreSQL) so that another move committing meanwhile cannot slip in between
         current = conn.execute(select(predictions).where(predictions.c.id == prediction_id).with_for_update()).first()
         if current is None or not can_move(Status(current.status), outcome.status):
-            return False
-        guard = [predictions.c.id == prediction_id, predictions.c.status == current.status]
+            return None
+        guard = [predictions.c.id == prediction_id, predictions.c.status == current.status, *where]
         if owner is not None:
             guard.append(predictions.c.lease_owner == owner)
-        values: dict[str, Any] = dict(
-            status=outcome.status.value, outputs=outcome.outputs, nsfw=outcome.nsfw, error=outcome.error,
-            error_code=outcome.error_code, inference_ms=outcome.inference_ms, details=outcome.details,
-            lease_owner=None, lease_expires_at=None,
-        )
-        if outcome.status.terminal:
-            t = now()
-            values.update(completed_at=t, progress=100 if outcome.status is Status.COMPLETED else current.progress,
+        t = now()
+        values: dict[str, Any] = dict(status=outcome.status.value, lease_owner=None, lease_expires_at=None)
+        if outcome.status is Status.PROCESSING:  # claimed: a lease, an attempt, and the time it first started
+            holder, lease_s = lease
+            values.update(lease_owner=holder, lease_expires_at=t + lease_s, attempts=predictions.c.attempts + 1,
+                          progress=0, started_at=func.coalesce(predictions.c.started_at, t))
+        elif outcome.status is Status.CREATED:  # back in the queue, as it was
+            values.update(progress=0)
+        else:
+            values.update(outputs=outcome.outputs, nsfw=outcome.nsfw, error=outcome.error,
+                          error_code=outcome.error_code, inference_ms=outcome.inference_ms, details=outcome.details,
+                          completed_at=t, progress=100 if outcome.status is Status.COMPLETED else current.progress,
                           expires_at=expiry(t, self.retention_s))
-        if conn.execute(update(predictions).where(*guard).values(**values)).rowcount != 1:
-            return False
+        row = conn.execute(update(predictions).where(*guard).values(**values).returning(*predictions.c)).first()
+        if row is None:
+            return None
         if outcome.status is Status.COMPLETED:
             insert_once(conn, ledger, ["prediction_id", "kind"], api_key_id=current.api_key_id,
-                        prediction_id=current.id, kind="charge", amount_micros=-current.price_micros, created_at=now())
+                        prediction_id=current.id, kind="charge", amount_micros=-current.price_micros, created_at=t)
         if outcome.status.terminal and current.webhook:
             # the outbox row commits with the status: a crash can delay the webhook, never lose it
             insert_once(conn, webhook_deliveries, ["prediction_id"], prediction_id=current.id,
-                        api_key_id=current.api_key_id, url=current.webhook["url"], attempts=0, next_at=now(),
-                        last_error="", created_at=now())
-        return True
+                        api_key_id=current.api_key_id, url=current.webhook["url"], attempts=0, next_at=t,
+                        last_error="", created_at=t)
+        return Prediction.from_row(row)
 
     def _fail_exhausted(self, t: float) -> None:
         """Fail jobs whose worker died on every allowed attempt."""
@@ -391,7 +341,7 @@ class PredictionStore:
         ended = []
         for prediction_id in ids:
             with self.db.write() as conn:
-                if self._transition(conn, prediction_id, None, outcome):
+                if self._transition(conn, prediction_id, outcome):
                     ended.append(prediction_id)
         return ended
 

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, exists, select, update
 
 from openi2v.domain.prediction import ENDED, OPEN
 from openi2v.store.database import Database, insert_once
-from openi2v.store.predictions import stored_files
+from openi2v.domain.prediction import stored_files
 from openi2v.store.schema import expired_files, predictions, upload_refs, uploads
 
 

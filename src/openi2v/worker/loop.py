@@ -8,6 +8,7 @@ the lease alive and records progress; if the lease is lost the engine is told to
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
@@ -16,10 +17,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
+from openi2v import logs
 from openi2v.config import Settings
 from openi2v.domain.inputs import MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, check_audio, check_image
-from openi2v.domain.prediction import Status
+from openi2v.domain.prediction import Outcome, Prediction, Status
 from openi2v.engines.base import Cancelled, Engine, EngineJob
 from openi2v.errors import ContentBlocked, OpenI2VError, StorageError
 from openi2v.media.images import MediaFetcher
@@ -27,9 +30,7 @@ from openi2v.media.safety import SafetyChecker
 from openi2v.media.video import read_frames
 from openi2v.outbound import OutboundGuard
 from openi2v.storage.local import LocalStorage
-from openi2v.store import Database, Prediction, PredictionStore
-from openi2v.store.predictions import Outcome
-from openi2v.system import die_with_parent
+from openi2v.store import Database, PredictionStore
 
 log = logging.getLogger("openi2v.worker")
 
@@ -37,6 +38,7 @@ log = logging.getLogger("openi2v.worker")
 class Worker:
     def __init__(self, settings: Settings, db: Database, engines: dict[str, Engine],
                  safety: SafetyChecker | None = None) -> None:
+        """``engines``: model id -> engine, for the model ids this worker claims."""
         self.settings = settings
         self.store = PredictionStore.from_settings(db, settings)
         self.storage = LocalStorage(settings.data_dir)
@@ -45,44 +47,60 @@ class Worker:
         self.safety = safety or SafetyChecker(settings.nsfw_threshold)
         self.engines = engines
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.stopping = threading.Event()  # set: cancel the job in hand and hand it back to the queue
+        self.stopping = threading.Event()  # set by drain(): claim nothing more
+        self._hand_back_at = math.inf  # then: the job in hand is handed back to the queue at this time
 
-    def run(self, stop: threading.Event) -> None:
-        self.stopping = stop
+    def run(self, ready: Callable[[], None] = lambda: None) -> None:
+        """Load the engines, call ``ready``, then claim and run jobs until ``drain``."""
         for engine in set(self.engines.values()):
             engine.load()
-        while not stop.is_set():
+        ready()
+        while not self.stopping.is_set():
             try:
                 if not self.run_once():
-                    stop.wait(self.settings.poll_s)
+                    self.stopping.wait(self.settings.poll_s)
             except Exception:  # the store may be briefly unavailable; never let the loop die
                 log.exception("worker %s: unexpected error; retrying", self.owner)
-                stop.wait(1.0)
+                self.stopping.wait(1.0)
+
+    def drain(self) -> None:
+        """Stop claiming; the job in hand may finish within ``drain_s``, after which its engine is
+        stopped and the job handed back to the queue for another worker."""
+        self._hand_back_at = min(self._hand_back_at, time.monotonic() + self.settings.drain_s)
+        self.stopping.set()
 
     def run_once(self) -> bool:
         """Claim and finish one job; False when the queue is empty."""
         job = self.store.claim(self.owner, list(self.engines), self.settings.lease_s)
         if job is None:
             return False
-        log.info("prediction %s claimed by %s (attempt %d)", job.id, self.owner, job.attempts)
-        self._process(job)
+        token = logs.prediction.set(job.id)  # every line logged while it runs names it
+        try:
+            log.info("prediction %s claimed by %s (attempt %d)", job.id, self.owner, job.attempts)
+            self._process(job)
+        finally:
+            logs.prediction.reset(token)
         return True
+
+    def _handing_back(self) -> bool:
+        return time.monotonic() >= self._hand_back_at
 
     def _process(self, p: Prediction) -> None:
         beat = _Heartbeat(self.store, p.id, self.owner, self.settings)
         work = Path(tempfile.mkdtemp(prefix=f"{p.id}-", dir=self._work_dir()))
         outcome: Outcome | None = None
+        requeue = False
         try:
             outcome = self._generate(p, work, beat)
         except Cancelled:
-            if self.stopping.is_set():
+            if self._handing_back():
                 log.info("prediction %s: worker stopping; back to the queue", p.id)
-                outcome = Outcome(Status.CREATED)
+                requeue = True
             else:
                 log.warning("prediction %s: no longer ours (cancelled, or the lease was lost): stopped", p.id)
         except StorageError:
             log.exception("prediction %s: storage failed; requeueing", p.id)
-            outcome = Outcome(Status.CREATED)
+            requeue = True
         except OpenI2VError as exc:
             outcome = Outcome(Status.FAILED, error=exc.message, error_code=exc.task_code)
         except Exception as exc:
@@ -92,17 +110,22 @@ class Worker:
         finally:
             beat.stop()
             shutil.rmtree(work, ignore_errors=True)
-        if outcome is not None and not self.store.finish(p.id, self.owner, outcome):
+        if requeue:
+            self.store.requeue(p.id, self.owner)
+        elif outcome is not None and not self.store.finish(p.id, self.owner, outcome):
             log.warning("prediction %s: no longer ours (cancelled, deleted, or the lease was lost) before its result "
                         "was recorded; its files are removed", p.id)
             for rel in outcome.files:
-                self.storage.delete_file(rel)
+                try:
+                    self.storage.delete_file(rel)
+                except StorageError:
+                    log.exception("prediction %s: could not remove %s", p.id, rel)
 
     def _generate(self, p: Prediction, work: Path, beat: "_Heartbeat") -> Outcome:
         job = self._engine_job(p, work)
         engine = self.engines[p.model]
         started = time.perf_counter()
-        result = engine.run(job, beat.report, lambda: beat.cancelled() or self.stopping.is_set())
+        result = engine.run(job, beat.report, lambda: beat.cancelled() or self._handing_back())
         inference_ms = int(round((time.perf_counter() - started) * 1000))
         nsfw = self._nsfw(job, result.video)
         if nsfw and self.settings.nsfw_policy == "block":
@@ -175,7 +198,7 @@ class _Heartbeat:
                     self.lost.set()
                     return
             except Exception:
-                log.exception("heartbeat for %s failed", self.id)
+                log.exception("heartbeat for %s failed", self.id, extra={"prediction_id": self.id})
 
     def stop(self) -> None:
         self._stop.set()
@@ -183,58 +206,3 @@ class _Heartbeat:
 
 
 CANCEL_CHECK_S = 0.25  # a read of one row by its key, at most this often per running job
-
-# Rendering is batch work; answering a poll is interactive. Beside the API the workers
-# run at a lower CPU priority, so polls stay fast while every core renders.
-WORKER_NICENESS = 10
-
-
-class WorkerPool:
-    """N worker processes beside the API (the embedded default).
-
-    Processes, not threads, so rendering never holds the API's GIL; each dies with its
-    parent (PR_SET_PDEATHSIG), and a job it held is reclaimed when its lease expires.
-    They run at a lower CPU priority than the API (``WORKER_NICENESS``).
-    """
-
-    def __init__(self, settings: Settings, size: int) -> None:
-        import multiprocessing
-
-        mp = multiprocessing.get_context("spawn")
-        self._procs = [mp.Process(target=_worker_main, args=(settings,), name=f"openi2v-worker-{i}", daemon=True)
-                       for i in range(size)]
-
-    def start(self) -> None:
-        for p in self._procs:
-            p.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM each worker (it hands its job back to the queue and exits); SIGKILL the slow ones.
-
-        A signal, not a shared multiprocessing Event: a worker already killed by the
-        terminal's Ctrl-C would leave such an Event's waiters count wrong, and setting it
-        would block forever.
-        """
-        for p in self._procs:
-            if p.is_alive():
-                p.terminate()
-        for p in self._procs:
-            p.join(timeout)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout)
-
-
-def _worker_main(settings: Settings) -> None:
-    import signal
-
-    die_with_parent()
-    os.nice(WORKER_NICENESS)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: serve decides, then SIGTERMs us
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from openi2v.engines.registry import build_engines
-
-    db = Database(settings.db_url)
-    Worker(settings, db, build_engines(settings)).run(stop)

@@ -32,13 +32,13 @@ def models(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     return envelope([{
         "model_id": model_id,
         "name": model_id,
-        "description": engine.description,
-        "engine": engine.name,
+        "description": model.description,
+        "engine": model.engine,
         "type": "image-to-video",
         "base_price": c.settings.price_for(model_id),
         "api_schema": {"api_schemas": [{"type": "model_run", "method": "POST", "api_path": f"/api/v3/{model_id}",
                                         "request_schema": REQUEST_SCHEMA}]},
-    } for model_id, engine in c.engines.items()])
+    } for model_id, model in c.models.items()])
 
 
 @router.post("/api/v3/model/pricing")
@@ -49,7 +49,7 @@ async def pricing(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     model_id = body.get("model_id") or body.get("model")
     if not isinstance(model_id, str):
         raise InvalidInput("model_id", "is required: a model id (a string), as GET /api/v3/models lists them")
-    if model_id not in c.engines:
+    if model_id not in c.models:
         raise NotFound(f"model not found: {model_id}")
     inputs = body.get("inputs") or {}
     if not isinstance(inputs, dict):

@@ -27,7 +27,7 @@ from openi2v.media.filetypes import HEAD_BYTES, sniff
 from openi2v.media.images import own_upload
 from openi2v.storage.local import upload_url_path
 from openi2v.errors import InvalidInput, NotFound, StorageError
-from openi2v.store import Prediction
+from openi2v.domain.prediction import Prediction
 from openi2v.store.predictions import Idempotency
 
 router = APIRouter()
@@ -99,7 +99,7 @@ async def cancel(prediction_id: str, request: Request, key_id: int = Depends(api
 @router.post("/api/v3/{model_path:path}")
 async def submit(model_path: str, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
-    if model_path not in c.engines:
+    if model_path not in c.models:
         raise NotFound(f"model not found: {model_path}")
     body = await json_body(request, required=True, max_bytes=c.settings.max_json_mb * 2**20)
     base64_output, sync = parse_flag(body, "enable_base64_output"), parse_flag(body, "enable_sync_mode")
