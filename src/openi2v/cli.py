@@ -34,6 +34,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
           api_processes: Optional[int] = typer.Option(None, help="Processes answering HTTP (default: one per core, at most 4)."),
           dev: bool = typer.Option(False, help="Create (first start) and print a development API key.")) -> None:
     """Run the API with its worker processes beside it (the one-box default), or alone (--workers 0)."""
+    from openi2v.system import use_metrics_dir
+
+    use_metrics_dir()  # first: every process started from here counts into it
     from openi2v.api import server
     from openi2v.logs import setup_logging
     from openi2v.worker.pool import BESIDE_API_NICENESS, WorkerPool, plan
@@ -67,6 +70,10 @@ def worker(models: Optional[str] = typer.Option(None, help="Model ids to claim, 
     SIGTERM drains them: nothing more is claimed, and a job in hand finishes within OPENI2V_DRAIN_S or
     goes back to the queue."""
     import signal
+
+    from openi2v.system import use_metrics_dir
+
+    use_metrics_dir()  # first: every process started from here counts into it
 
     from openi2v.logs import setup_logging
     from openi2v.worker.pool import WorkerPool, plan
@@ -249,11 +256,11 @@ MAX_TOPUP_USD = 1_000_000
 def sweep() -> None:
     """Delete outputs and uploads older than OPENI2V_RETENTION_DAYS now (the server also does it every
     OPENI2V_SWEEP_INTERVAL_S); for a cron job beside API processes that run elsewhere."""
-    from openi2v.storage.local import LocalStorage
+    from openi2v.storage import from_settings
     from openi2v.sweeper import Sweeper
 
     settings = _settings()
-    swept = Sweeper(_database(), LocalStorage(settings.data_dir), settings).sweep_all()
+    swept = Sweeper(_database(), from_settings(settings), settings).sweep_all()
     typer.echo(f"removed the files of {swept.predictions} expired prediction(s) and {swept.uploads} upload(s)")
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from openi2v.outbound import AllowList
@@ -22,6 +22,17 @@ class Settings(BaseSettings):
     database_url: str = ""  # empty: sqlite:///{data_dir}/openi2v.db
     # Absolute base for URLs we hand out; empty: taken from each request's Host.
     public_url: str = ""
+    # Where uploads and outputs live: "local" (under data_dir; every process on this machine), or "s3": an
+    # S3-compatible bucket every machine shares (AWS, MinIO, R2, Ceph). Credentials come through boto3's
+    # own chain (AWS_ACCESS_KEY_ID..., a profile, an instance role), never from here.
+    storage: Literal["local", "s3"] = "local"
+    s3_bucket: str = Field("", validate_default=True)
+    s3_prefix: str = ""  # e.g. "openi2v/": keys are {prefix}media/..., {prefix}files/...
+    s3_endpoint_url: str = ""  # empty: AWS; else e.g. http://minio:9000
+    s3_region: str = ""
+    # With s3: results hand out "presigned" GET URLs on the bucket (valid until the file's retention ends,
+    # at most the 7 days S3 signatures allow), or "api" URLs that the API redirects to a fresh signed one.
+    file_urls: Literal["presigned", "api"] = "presigned"
 
     # Workers.
     workers: int = 1  # worker processes started by `serve` beside the API; 0 = API only
@@ -97,6 +108,13 @@ class Settings(BaseSettings):
     def _short_side_is_a_standard_size(cls, value: int) -> int:
         if value not in (480, 720, 1080):
             raise ValueError("must be 480, 720 or 1080")
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _s3_has_a_bucket(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("storage") == "s3" and not value:
+            raise ValueError("must be set when OPENI2V_STORAGE is s3")
         return value
 
     @field_validator("fetch_allow")

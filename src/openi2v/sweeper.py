@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from openi2v.config import Settings
 from openi2v.errors import StorageError
-from openi2v.storage.local import LocalStorage, upload_url_path
+from openi2v.storage import Storage, upload_key
 from openi2v.store import Database
 from openi2v.store.database import now
 from openi2v.store.retention import RetentionStore
@@ -35,7 +35,7 @@ class Swept:
 
 
 class Sweeper:
-    def __init__(self, db: Database, storage: LocalStorage, settings: Settings) -> None:
+    def __init__(self, db: Database, storage: Storage, settings: Settings) -> None:
         self.store = RetentionStore(db, settings.retention_s)
         self.storage = storage
         self.interval_s = settings.sweep_interval_s
@@ -54,7 +54,7 @@ class Sweeper:
                 swept_predictions += self.store.mark_swept(expired, t)
         uploads, swept_uploads = self.store.expired_uploads(t, BATCH), 0
         for upload in uploads:
-            path = upload_url_path(upload.token, upload.filename)
+            path = upload_key(upload.token, upload.filename)
             if self.store.forget_upload(upload, path, t):  # the row first: a submit naming it now is told
                 self._delete(path)
                 swept_uploads += 1
@@ -75,7 +75,7 @@ class Sweeper:
     def _delete(self, *paths: str) -> bool:
         try:
             for path in paths:
-                self.storage.delete_file(path)
+                self.storage.delete(path)
         except StorageError:
             log.exception("retention: could not delete %s", paths)
             return False

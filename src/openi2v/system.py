@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import os
+import shutil
 import signal
 import sys
+import tempfile
 
 PR_SET_PDEATHSIG = 1
 
@@ -17,3 +21,16 @@ def die_with_parent() -> None:
     """
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def use_metrics_dir() -> None:
+    """Before ``serve`` or ``worker`` starts its processes (and before prometheus-client is imported,
+    which reads it then): the directory where every process writes its metrics, for a scrape to add
+    up (metrics.py). The operator's ``PROMETHEUS_MULTIPROC_DIR``, emptied, or a new temporary one."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path, exist_ok=True)
+    else:
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="openi2v-metrics-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)

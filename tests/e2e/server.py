@@ -37,6 +37,21 @@ def cli(env: dict[str, str], *args: str) -> str:
     return out.stdout
 
 
+def answering(proc: subprocess.Popen, url: str, log: Path) -> None:
+    """Wait until ``url`` answers 200 (the process started and is ready)."""
+    deadline = time.monotonic() + 120  # a guard against a hang, not a speed limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with code {proc.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} never answered: {log.read_text()}")
+
+
 class Server:
     def __init__(self, data_dir: Path, workers: int = 1, **extra: str) -> None:
         self.env = env_for(data_dir, **extra)
@@ -52,16 +67,8 @@ class Server:
             [sys.executable, "-m", "openi2v.cli", "serve", "--port", str(self.port), "--workers", str(self.workers)],
             env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
             start_new_session=True)  # its own process group, as a terminal gives it
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        answering(self.proc, self.url + "/healthz", self.log)
+        return self
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -84,3 +91,33 @@ class Server:
 
     def new_key(self, usd: float = 10.0) -> str:
         return cli(self.env, "keys", "create", "--name", "e2e", "--balance", str(usd)).strip().splitlines()[-1]
+
+
+class Workers:
+    """``openi2v worker`` in a subprocess (workers without the API), with its /metrics and /readyz port."""
+
+    def __init__(self, env: dict[str, str], *args: str, log: Path) -> None:
+        self.env, self.args, self.log = env, args, log
+        self.metrics_port = free_port()
+        self.url = f"http://127.0.0.1:{self.metrics_port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Workers":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openi2v.cli", "worker", "--metrics-port", str(self.metrics_port), *self.args],
+            env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        answering(self.proc, self.url + "/readyz", self.log)
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 120) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(15)

@@ -254,10 +254,10 @@ def test_a_server_fault_tells_the_client_nothing_of_it(api, monkeypatch, caplog)
     """A 5xx of ours (a full disk, say) is logged with its detail; the client reads no path."""
     from openi2v.errors import StorageError
 
-    def full_disk(*args, **kwargs):
+    async def full_disk(*args, **kwargs):
         raise StorageError("could not store upload: [Errno 28] No space left on device: '/srv/secret/uploads'")
 
-    monkeypatch.setattr(api.app.state.ctx.storage, "write_upload", full_disk)
+    monkeypatch.setattr(api.app.state.ctx.storage, "receive", full_disk)
     r = api.client.post("/api/v3/media/upload/binary", files={"file": ("a.png", GOOD, "image/png")}, headers=api.h())
     assert r.status_code == 500 and r.json() == {"code": 500, "message": "internal server error", "data": None}
     assert "/srv/secret/uploads" in caplog.text

@@ -12,12 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Scope
 
-from openi2v import __version__
+from openi2v import __version__, metrics
 from openi2v.api import headers
 from openi2v.api.bodies import BodyLimit
 from openi2v.api.context import Context
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (media.router, account.router, predictions.router):
         app.include_router(router)
     app.add_api_route("/healthz", _healthz, methods=["GET"])
+    _add_operations(app, context)
     _add_playground(app, settings)
     _add_error_handlers(app)
     # Everything built so far lives as long as the process: keep it out of the cyclic
@@ -136,4 +138,22 @@ class _WebFiles(StaticFiles):
 
 
 async def _healthz() -> dict:
+    """Liveness: the process answers."""
     return {"status": "ok", "version": __version__}
+
+
+def _add_operations(app: FastAPI, c: Context) -> None:
+    """``/readyz`` for a load balancer, ``/metrics`` for Prometheus (metrics.py)."""
+
+    async def readyz() -> JSONResponse:
+        reason = await run_in_threadpool(metrics.readiness, c.db)
+        if reason:
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "version": __version__})
+
+    async def prometheus() -> Response:
+        body = await run_in_threadpool(metrics.exposition, c.db, c.models)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
+    app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", prometheus, methods=["GET"], include_in_schema=False)

@@ -12,7 +12,7 @@ from openi2v.config import Settings
 from openi2v.engines.registry import ServedModel, served_models
 from openi2v.media.images import MediaFetcher
 from openi2v.outbound import OutboundGuard
-from openi2v.storage.local import LocalStorage
+from openi2v.storage import Storage, from_settings
 from openi2v.store import AccountStore, Database, PredictionStore, UploadStore
 from openi2v.store.retention import RetentionStore
 
@@ -26,14 +26,14 @@ class Context:
     predictions: PredictionStore
     accounts: AccountStore
     uploads: UploadStore
-    storage: LocalStorage
+    storage: Storage
     fetcher: MediaFetcher
     models: dict[str, ServedModel]  # the models served: listed and validated here, run by the workers
     retention: RetentionStore
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> "Context":
-        storage = LocalStorage(settings.data_dir)
+        storage = from_settings(settings)
         return cls(settings, db, PredictionStore.from_settings(db, settings), AccountStore(db),
                    UploadStore(db, settings.retention_s),
                    storage, MediaFetcher(storage, settings.fetch_timeout_s, OutboundGuard.from_settings(settings)),

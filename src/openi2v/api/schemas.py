@@ -10,10 +10,10 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from openi2v.domain.billing import to_usd
-from openi2v.domain.prediction import Status
-from openi2v.errors import NotFound
-from openi2v.storage.local import LocalStorage
-from openi2v.domain.prediction import Prediction
+from openi2v.domain.prediction import Prediction, Status
+from openi2v.storage import UPLOADS, Storage
+
+MAX_OUTPUT_BYTES = 2**31  # an output sent back as base64 (a 10 s 1080p clip is tens of MB)
 
 
 class V3Response(JSONResponse):
@@ -37,7 +37,7 @@ def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_position: int | None = None) -> dict:
+def prediction_data(p: Prediction, base: str, storage: Storage, queue_position: int | None = None) -> dict:
     """The ``data`` object of submit, result and history answers.
 
     Hosted-API fields first; ours (seed, progress, queue_position, cost, expires_at, details) are
@@ -47,7 +47,7 @@ def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_posit
     if p.base64_output:
         outputs = _b64(p.outputs, storage)
     else:
-        outputs = [base + o for o in p.outputs]
+        outputs = [storage.url(o, base, p.expires_at) for o in p.outputs]
     data: dict[str, Any] = {
         "id": p.id,
         "model": p.model,
@@ -72,20 +72,18 @@ def prediction_data(p: Prediction, base: str, storage: LocalStorage, queue_posit
     if p.details:
         details = dict(p.details)
         if "poster" in details:
-            details["poster"] = base + details["poster"]
+            details["poster"] = storage.url(details["poster"], base, p.expires_at)
         data["details"] = details
     return data
 
 
-def _b64(outputs: list[str], storage: LocalStorage) -> list[str]:
+def _b64(outputs: list[str], storage: Storage) -> list[str]:
     """The outputs' bytes as base64; none once retention has removed them (or is removing them now)."""
-    try:
-        return [base64.b64encode(storage.file(rel).read_bytes()).decode() for rel in outputs]
-    except (NotFound, FileNotFoundError):
-        return []
+    files = [storage.read(key, MAX_OUTPUT_BYTES) for key in outputs]
+    return [] if None in files else [base64.b64encode(data).decode() for data in files]
 
 
 def _public_inputs(inputs: dict, base: str) -> dict:
     """Inputs as the user can reuse them: our stored upload paths become absolute URLs."""
-    return {k: (base + v.lstrip("/") if isinstance(v, str) and v.startswith("/media/") else v)
+    return {k: (base + v.lstrip("/") if isinstance(v, str) and v.startswith(f"/{UPLOADS}/") else v)
             for k, v in inputs.items()}

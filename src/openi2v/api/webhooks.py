@@ -24,6 +24,7 @@ import time
 import httpx
 from starlette.concurrency import run_in_threadpool
 
+from openi2v import metrics
 from openi2v.api.context import Context
 from openi2v.api.schemas import prediction_data
 from openi2v.errors import OpenI2VError
@@ -87,10 +88,12 @@ class WebhookSender:
         except Exception as exc:  # whatever it is, the schedule must end: never a retry for ever
             error = f"{type(exc).__name__}: {exc}"
         if not error:
+            metrics.WEBHOOKS.labels("delivered").inc()
             await run_in_threadpool(self.store.delivered, d.prediction_id)
             return
         delays = self.c.settings.webhook_retry_delays
         retry = delays[d.attempts - 1] if d.attempts <= len(delays) else None
+        metrics.WEBHOOKS.labels("failed" if retry is not None else "gave_up").inc()
         log.warning("webhook for %s to %s failed (attempt %d): %s", d.prediction_id, d.url, d.attempts, error,
                     extra={"prediction_id": d.prediction_id})
         await run_in_threadpool(self.store.failed, d.prediction_id, error, retry)

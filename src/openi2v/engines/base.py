@@ -45,6 +45,7 @@ class EngineResult:
     frames: int
     details: dict[str, Any] = field(default_factory=dict)  # e.g. the camera plan; reported to the user
     thumbnail: Path | None = None
+    gpu_peak_bytes: int | None = None  # the most GPU memory the job held (metrics), where it ran on a GPU
 
 
 class Engine(Protocol):

@@ -124,6 +124,11 @@ class DiffusionEngine:
 
     def run(self, job: EngineJob, progress: Progress, cancelled: CancelCheck) -> EngineResult:
         p = self.preset
+        on_gpu = self.device.startswith("cuda")
+        if on_gpu:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
         # 1. Size the first frame for the model (and the last one, if any).
         width, height = fit_size(job.image.size, p)
         first = cover(job.image, width, height)
@@ -155,7 +160,8 @@ class DiffusionEngine:
         details = {"engine": self.name, "model": p.repo, "width": width, "height": height, "fps": p.fps,
                    "frames": len(frames), "segments": segments, "steps": p.steps, "cfg": round(cfg, 3),
                    "speedups": self.applied}
-        return EngineResult(video, width, height, p.fps, len(frames), details, poster)
+        peak = torch.cuda.max_memory_allocated(self.device) if on_gpu else None
+        return EngineResult(video, width, height, p.fps, len(frames), details, poster, peak)
 
     # --- what each family provides ------------------------------------------------------
 

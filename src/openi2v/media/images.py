@@ -11,46 +11,42 @@ from urllib.parse import urljoin
 import httpx
 
 from openi2v.domain.inputs import decode_data_uri
-from openi2v.errors import InvalidInput, MediaUnavailable, NotFound
+from openi2v.errors import InvalidInput, MediaUnavailable
+from openi2v import storage as storage_layout
 from openi2v.outbound import NO_KEEPALIVE, OutboundGuard
-from openi2v.storage.local import UPLOAD_URL, LocalStorage, is_safe_name
+from openi2v.storage import Storage
 
 MAX_REDIRECTS = 3
 
 
-def own_upload(ref: str) -> tuple[str, str] | None:
-    """(token, filename) when a URL names one of our uploads, whatever host it was given for."""
+def own_upload(ref: str) -> str | None:
+    """The storage key when a URL names one of our uploads, whatever host it was given for."""
     try:
-        m = UPLOAD_URL.search(httpx.URL(ref).path)  # the parser check_url judged it with
+        path = httpx.URL(ref).path  # the parser check_url judged it with
     except httpx.InvalidURL:
         return None  # not ours: the guard refuses it by name
-    if m is None or not is_safe_name(m.group(2)):  # a name we never write (a NUL, say) is not ours
-        return None
-    return m.group(1), m.group(2)
+    return storage_layout.own_upload(path)
 
 
 class MediaFetcher:
-    def __init__(self, storage: LocalStorage, timeout_s: float = 20.0, guard: OutboundGuard = OutboundGuard(),
+    def __init__(self, storage: Storage, timeout_s: float = 20.0, guard: OutboundGuard = OutboundGuard(),
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.storage = storage
         self.timeout_s = timeout_s
         self.guard = guard  # OutboundGuard.from_settings: which hosts a stranger's URL may reach
         self.transport = transport  # None: the network (a test passes an httpx.MockTransport)
 
-    def local(self, field: str, ref: str) -> bytes | None:
-        """Bytes for a data URI or one of our upload URLs; None for a remote URL."""
+    def local(self, field: str, ref: str, max_bytes: int) -> bytes | None:
+        """Bytes for a data URI or one of our upload URLs (one over ``max_bytes`` cut just past it, for
+        the caller's size check); None for a remote URL."""
         if ref.startswith("data:"):
             return decode_data_uri(field, ref)
-        upload = own_upload(ref)
-        if upload is None:
-            return None
-        try:
-            return self.storage.resolve("media", *upload).read_bytes()
-        except NotFound:
-            return None  # not ours after all: fetch it like any URL
+        key = own_upload(ref)
+        # None from read: not ours after all (no such upload): fetched like any URL
+        return None if key is None else self.storage.read(key, max_bytes)
 
     def fetch(self, field: str, ref: str, max_bytes: int) -> bytes:
-        data = self.local(field, ref)
+        data = self.local(field, ref, max_bytes)
         return data if data is not None else self._remote(field, ref, max_bytes)
 
     def _remote(self, field: str, url: str, max_bytes: int) -> bytes:

@@ -1,108 +1,83 @@
-"""Files on local disk, under unguessable tokens; the API serves them without a key.
+"""Files on this machine's disk, under the data directory (the embedded default):
 
-    {data_dir}/uploads/{token}/{filename}   -> /media/{token}/{filename}
-    {data_dir}/outputs/{token}/{filename}   -> /files/{token}/{filename}
+    {root}/uploads/{token}/{filename}   key media/{token}/{filename}
+    {root}/outputs/{token}/{filename}   key files/{token}/{filename}
+
+The API serves them itself (``locate`` gives the path); every process that uses them must share
+the directory.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
 import shutil
 from pathlib import Path
-from typing import BinaryIO
+from typing import AsyncIterator
 
 from openi2v.errors import NotFound, PayloadTooLarge, StorageError
+from openi2v.storage import OUTPUTS, UPLOADS, output_key, parse_key
 
-KINDS = {"uploads": "media", "outputs": "files"}
-_DIRS = {url_kind: kind for kind, url_kind in KINDS.items()}
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
-UPLOAD_URL = re.compile(rf"/media/({_TOKEN.pattern})/([^/?#]+)")  # an upload's URL: its token and name
-
-
-def url_path(url_kind: str, token: str, filename: str) -> str:
-    """Where a file is served, relative to the public base: "files/<token>/<name>"."""
-    return f"{url_kind}/{token}/{filename}"
-
-
-def upload_url_path(token: str, filename: str) -> str:
-    return url_path("media", token, filename)
-
-
-def safe_name(filename: str) -> str:
-    name = _UNSAFE.sub("_", Path(filename or "upload").name).strip("._") or "upload"
-    return name[:120]
-
-
-def is_safe_name(filename: str) -> bool:
-    """A name as this storage writes it (so never a NUL, a slash or a dot-dot)."""
-    return safe_name(filename) == filename
+_DIRS = {UPLOADS: "uploads", OUTPUTS: "outputs"}
 
 
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def upload_path(self, token: str, filename: str) -> Path:
-        return self._path("uploads", token, filename)
-
-    def write_upload(self, token: str, filename: str, stream: BinaryIO, max_bytes: int) -> int:
-        """Copy a stream to disk, refusing more than ``max_bytes``; returns the size."""
-        with self.upload_writer(token, filename, max_bytes) as writer:
-            while chunk := stream.read(1 << 20):
-                writer.write(chunk)
-        return writer.size
-
-    def upload_writer(self, token: str, filename: str, max_bytes: int) -> "CappedWriter":
-        """A file to write an upload into chunk by chunk as it arrives (see ``CappedWriter``)."""
-        return CappedWriter(self.upload_path(token, filename), max_bytes)
-
     def save_output(self, src: Path, filename: str) -> str:
-        """Move a finished file into place; return its URL path (relative to the public base)."""
-        token = secrets.token_urlsafe(24)
-        dest = self._path("outputs", token, filename)
+        key = output_key(filename)
+        dest = self._path(key)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
         except OSError as exc:
             raise StorageError(f"could not store output: {exc}") from exc
-        return url_path("files", token, dest.name)
+        return key
 
-    def delete_file(self, rel: str) -> None:
-        """Remove an output or an upload by its URL path; a missing one is already gone."""
+    async def receive(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+        with CappedWriter(self._path(key), max_bytes) as writer:
+            async for chunk in chunks:
+                writer.write(chunk)
+        return writer.size
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
         try:
-            shutil.rmtree(self.file(rel).parent)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            raise StorageError(f"could not store upload: {exc}") from exc
+
+    def read(self, key: str, max_bytes: int) -> bytes | None:
+        path = self.locate(key)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as f:
+                return f.read(max_bytes + 1)
+        except FileNotFoundError:  # removed just now
+            return None
+
+    def delete(self, key: str) -> None:
+        try:
+            shutil.rmtree(self._path(key).parent)
         except (NotFound, FileNotFoundError):  # gone already, or just now by another process
             pass
         except OSError as exc:
-            raise StorageError(f"could not delete {rel}: {exc}") from exc
+            raise StorageError(f"could not delete {key}: {exc}") from exc
 
-    def public_path(self, url_kind: str, token: str, filename: str) -> str:
-        """The URL path ("files/<token>/<name>") of a file this storage could hold; NotFound for any
-        other, so that nothing else (a NUL, a name it would never write) goes further."""
-        if url_kind not in _DIRS or not _TOKEN.fullmatch(token) or not is_safe_name(filename):
-            raise NotFound("file not found")
-        return url_path(url_kind, token, filename)
+    def locate(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
 
-    def file(self, rel: str) -> Path:
-        """The file at a URL path (as ``save_output`` returns, or ``upload_url_path`` makes)."""
-        return self.resolve(*(rel.split("/", 2) + ["", ""])[:3])
+    def url(self, key: str, base: str, expires_at: float | None) -> str:
+        return base + key
 
-    def resolve(self, url_kind: str, token: str, filename: str) -> Path:
-        """The file behind /media/... or /files/...; NotFound for anything else."""
-        kind = _DIRS.get(url_kind)
-        if kind is None:
-            raise NotFound("file not found")
-        path = self._path(kind, token, filename)
-        if not path.is_file():
-            raise NotFound("file not found")
-        return path
+    def upload_target(self, key: str, base: str, content_type: str, ttl_s: int) -> str:
+        return f"{base}api/v3/media/uploads/{parse_key(key)[1]}"  # api/routes/media.py's PUT receives it
 
-    def _path(self, kind: str, token: str, filename: str) -> Path:
-        if not _TOKEN.fullmatch(token):
-            raise NotFound("file not found")
-        return self.root / kind / token / safe_name(filename)
+    def _path(self, key: str) -> Path:
+        kind, token, filename = parse_key(key)
+        return self.root / _DIRS[kind] / token / filename
 
 
 class CappedWriter:

@@ -7,22 +7,31 @@ never wait on writers (WAL).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Select, create_engine, event, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
 
 
 def now() -> float:
@@ -42,11 +51,21 @@ class Database:
         self._local = threading.local()
 
     def migrate(self) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
         with self._writer.begin() as conn:
+            cfg = _alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def revision(self) -> str | None:
+        """The migration the database is at (None: none yet)."""
+        with self._reader.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @staticmethod
+    @functools.cache
+    def head_revision() -> str:
+        """The migration this code needs."""
+        return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
+from openi2v import metrics
 from openi2v.domain.limits import Limits
 from openi2v.domain.prediction import OPEN, Outcome, Prediction, Status, can_move, expiry
 from openi2v.errors import Conflict, InsufficientBalance, NotFound, Unauthorized
@@ -318,6 +319,8 @@ class PredictionStore:
         row = conn.execute(update(predictions).where(*guard).values(**values).returning(*predictions.c)).first()
         if row is None:
             return None
+        if outcome.status.terminal:
+            metrics.ENDED.labels(current.model, outcome.status.value).inc()
         if outcome.status is Status.COMPLETED:
             insert_once(conn, ledger, ["prediction_id", "kind"], api_key_id=current.api_key_id,
                         prediction_id=current.id, kind="charge", amount_micros=-current.price_micros, created_at=t)

@@ -19,17 +19,16 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from openi2v import logs
+from openi2v import logs, metrics, storage
 from openi2v.config import Settings
 from openi2v.domain.inputs import MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, check_audio, check_image
 from openi2v.domain.prediction import Outcome, Prediction, Status
 from openi2v.engines.base import Cancelled, Engine, EngineJob
-from openi2v.errors import ContentBlocked, OpenI2VError, StorageError
+from openi2v.errors import ContentBlocked, EngineError, OpenI2VError, StorageError
 from openi2v.media.images import MediaFetcher
 from openi2v.media.safety import SafetyChecker
 from openi2v.media.video import read_frames
 from openi2v.outbound import OutboundGuard
-from openi2v.storage.local import LocalStorage
 from openi2v.store import Database, PredictionStore
 
 log = logging.getLogger("openi2v.worker")
@@ -41,7 +40,7 @@ class Worker:
         """``engines``: model id -> engine, for the model ids this worker claims."""
         self.settings = settings
         self.store = PredictionStore.from_settings(db, settings)
-        self.storage = LocalStorage(settings.data_dir)
+        self.storage = storage.from_settings(settings)
         self.fetcher = MediaFetcher(self.storage, settings.fetch_timeout_s,
                                     OutboundGuard.from_settings(settings))
         self.safety = safety or SafetyChecker(settings.nsfw_threshold)
@@ -68,6 +67,8 @@ class Worker:
         stopped and the job handed back to the queue for another worker."""
         self._hand_back_at = min(self._hand_back_at, time.monotonic() + self.settings.drain_s)
         self.stopping.set()
+        log.info("worker %s draining: it claims nothing more; a job in hand has %g s to finish", self.owner,
+                 self.settings.drain_s)
 
     def run_once(self) -> bool:
         """Claim and finish one job; False when the queue is empty."""
@@ -77,6 +78,8 @@ class Worker:
         token = logs.prediction.set(job.id)  # every line logged while it runs names it
         try:
             log.info("prediction %s claimed by %s (attempt %d)", job.id, self.owner, job.attempts)
+            if job.attempts == 1:
+                metrics.QUEUE_WAIT.labels(job.model).observe(max(0.0, job.started_at - job.created_at))
             self._process(job)
         finally:
             logs.prediction.reset(token)
@@ -102,8 +105,11 @@ class Worker:
             log.exception("prediction %s: storage failed; requeueing", p.id)
             requeue = True
         except OpenI2VError as exc:
+            if isinstance(exc, EngineError) and not isinstance(exc, ContentBlocked):
+                metrics.ENGINE_FAILURES.labels(p.model).inc()
             outcome = Outcome(Status.FAILED, error=exc.message, error_code=exc.task_code)
         except Exception as exc:
+            metrics.ENGINE_FAILURES.labels(p.model).inc()
             log.exception("prediction %s failed", p.id)
             outcome = Outcome(Status.FAILED, error=f"internal error while generating ({type(exc).__name__})",
                               error_code=5000)
@@ -117,7 +123,7 @@ class Worker:
                         "was recorded; its files are removed", p.id)
             for rel in outcome.files:
                 try:
-                    self.storage.delete_file(rel)
+                    self.storage.delete(rel)
                 except StorageError:
                     log.exception("prediction %s: could not remove %s", p.id, rel)
 
@@ -126,7 +132,11 @@ class Worker:
         engine = self.engines[p.model]
         started = time.perf_counter()
         result = engine.run(job, beat.report, lambda: beat.cancelled() or self._handing_back())
-        inference_ms = int(round((time.perf_counter() - started) * 1000))
+        inference_s = time.perf_counter() - started
+        inference_ms = int(round(inference_s * 1000))
+        metrics.INFERENCE.labels(p.model).observe(inference_s)
+        if result.gpu_peak_bytes is not None:
+            metrics.GPU_MEMORY.labels(self.settings.device).set(result.gpu_peak_bytes)
         nsfw = self._nsfw(job, result.video)
         if nsfw and self.settings.nsfw_policy == "block":
             raise ContentBlocked("the output was flagged by the NSFW checker and blocked by this server's policy")

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from openi2v import metrics
 from openi2v.config import Settings
 from openi2v.system import die_with_parent
 
@@ -52,7 +53,6 @@ class WorkerPool:
         self._started = [0.0] * len(specs)
         self._ready = [self._mp.RawValue("b", 0) for _ in specs]  # set by the worker once its engines loaded
         self._stopping = threading.Event()
-        self.restarts = 0
 
     def start(self) -> None:
         for i in range(len(self.specs)):
@@ -68,7 +68,7 @@ class WorkerPool:
             for i, p in enumerate(self._procs):
                 if not p.is_alive() and time.monotonic() - self._started[i] >= RESTART_S and not self._stopping.is_set():
                     log.error("worker process %s exited with code %s; starting it again", p.pid, p.exitcode)
-                    self.restarts += 1
+                    metrics.WORKER_RESTARTS.inc()
                     self._start(i)
 
     def stop(self) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import mimetypes
-from pathlib import Path
+from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from starlette.datastructures import UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from openi2v.api import headers
 from openi2v.api.bodies import json_body
@@ -17,7 +17,7 @@ from openi2v.api.schemas import envelope, iso
 from openi2v.domain.inputs import parse_content_type
 from openi2v.errors import Gone, InvalidInput, NotFound, PayloadTooLarge
 from openi2v.media.filetypes import OCTET_STREAM, file_type
-from openi2v.storage.local import safe_name, upload_url_path
+from openi2v.storage import OUTPUTS, UPLOADS, checked_key, safe_name, upload_key
 from openi2v.store import Upload
 
 router = APIRouter()
@@ -41,8 +41,10 @@ async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> JSO
                                      c.settings.upload_ticket_ttl_s)
     base = c.base_url(request)
     data = _upload_data(upload, base)
-    data["upload"] = {"method": "PUT", "url": f"{base}api/v3/media/uploads/{upload.token}",
-                      "headers": {"Content-Type": content_type}, "expires_at": iso(upload.put_expires_at)}
+    target = c.storage.upload_target(upload_key(upload.token, upload.filename), base, content_type,
+                                     c.settings.upload_ticket_ttl_s)
+    data["upload"] = {"method": "PUT", "url": target, "headers": {"Content-Type": content_type},
+                      "expires_at": iso(upload.put_expires_at)}
     return envelope(data)
 
 
@@ -51,11 +53,9 @@ async def put_upload(token: str, request: Request) -> JSONResponse:
     """The capability URL: no key; single use; expires."""
     c = ctx(request)
     upload = await run_in_threadpool(c.uploads.consume_ticket, token)
-    # streamed to disk as it arrives; the cap holds with or without a Content-Length
-    with c.storage.upload_writer(upload.token, upload.filename, c.settings.max_upload_mb * 2**20) as writer:
-        async for chunk in request.stream():
-            writer.write(chunk)
-    size = writer.size
+    # stored as it arrives; the cap holds with or without a Content-Length
+    size = await c.storage.receive(upload_key(upload.token, upload.filename), request.stream(),
+                                   c.settings.max_upload_mb * 2**20)
     await run_in_threadpool(c.uploads.set_size, token, size)
     return envelope({"download_url": _upload_data(upload, c.base_url(request))["download_url"], "size": size})
 
@@ -76,7 +76,7 @@ async def _store_binary(c: Context, request: Request, key_id: int, file: UploadF
     content_type = _content_type(file.content_type, file.filename or "")
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(file.filename or "upload"), content_type,
                                      0, 0, True)
-    size = await run_in_threadpool(c.storage.write_upload, upload.token, upload.filename, file.file,
+    size = await c.storage.receive(upload_key(upload.token, upload.filename), _chunks(file),
                                    c.settings.max_upload_mb * 2**20)
     await run_in_threadpool(c.uploads.set_size, upload.token, size)
     data = _upload_data(upload, c.base_url(request))
@@ -84,24 +84,30 @@ async def _store_binary(c: Context, request: Request, key_id: int, file: UploadF
     return envelope(data)
 
 
-@router.get("/media/{token}/{filename}")
-@router.get("/files/{token}/{filename}")
-def serve_file(token: str, filename: str, request: Request) -> FileResponse:
+async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await file.read(1 << 20):
+        yield chunk
+
+
+@router.get(f"/{UPLOADS}/{{token}}/{{filename}}")
+@router.get(f"/{OUTPUTS}/{{token}}/{{filename}}")
+def serve_file(token: str, filename: str, request: Request) -> Response:
     """A user's file, which must never run as a page on our origin: its type comes from its bytes,
-    anything but media we accept is a download, and a sandbox CSP covers whatever a browser renders."""
+    anything but media we accept is a download, and a sandbox CSP covers whatever a browser renders.
+    A file in a bucket is a redirect to a short-lived signed URL there (another origin)."""
     kind = request.url.path.split("/", 2)[1]
     c = ctx(request)
-    name = c.storage.public_path(kind, token, filename)
-    try:
-        path: Path | None = c.storage.resolve(kind, token, filename)
-    except NotFound:
-        path = None
+    key = checked_key(kind, token, filename)
+    where = c.storage.locate(key)
     # an upload is looked up even when its file is there: swept, the file may not have been deletable
-    if (path is None or kind == "media") and (gone := c.retention.expired_file(name)):
+    if (where is None or kind == UPLOADS) and (gone := c.retention.expired_file(key)):
         raise Gone(f"this file expired at {iso(gone)} and was deleted (files are kept "
                    f"{c.settings.retention_days:g} days)")
-    if path is None:
+    if where is None:
         raise NotFound("file not found")
+    if isinstance(where, str):
+        return RedirectResponse(where, status_code=302, headers={"Cache-Control": "no-store"})
+    path = where
     media_type = file_type(path)
     media = media_type != OCTET_STREAM
     return FileResponse(path, media_type=media_type, filename=path.name, headers=headers.user_file(media),
@@ -111,7 +117,7 @@ def serve_file(token: str, filename: str, request: Request) -> FileResponse:
 def _upload_data(upload: Upload, base: str) -> dict:
     kind = upload.content_type.split("/", 1)[0]
     return {"type": kind if kind in ("image", "video", "audio") else "file",
-            "download_url": base + upload_url_path(upload.token, upload.filename),
+            "download_url": base + upload_key(upload.token, upload.filename),
             "filename": upload.filename, "size": upload.size,
             "expires_at": iso(upload.expires_at) if upload.expires_at else None}
 

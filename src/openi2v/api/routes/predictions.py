@@ -19,15 +19,14 @@ from openi2v.api.bodies import json_body
 from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, iso, prediction_data
 from openi2v.domain.billing import price_micros
-from openi2v.domain.inputs import (MEDIA_FIELDS, VideoRequest, check_audio, check_url, inspect_image,
-                                   optional_str, parse_flag, parse_idempotency_key, parse_ids,
-                                   parse_request)
-from openi2v.domain.prediction import Status
+from openi2v.domain.inputs import (MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, MEDIA_FIELDS, VideoRequest, check_audio,
+                                   check_url, inspect_image, optional_str, parse_flag, parse_idempotency_key,
+                                   parse_ids, parse_request)
+from openi2v.domain.prediction import Prediction, Status
+from openi2v.errors import InvalidInput, NotFound, StorageError
 from openi2v.media.filetypes import HEAD_BYTES, sniff
 from openi2v.media.images import own_upload
-from openi2v.storage.local import upload_url_path
-from openi2v.errors import InvalidInput, NotFound, StorageError
-from openi2v.domain.prediction import Prediction
+from openi2v.storage import parse_key, upload_key
 from openi2v.store.predictions import Idempotency
 
 router = APIRouter()
@@ -82,7 +81,7 @@ def _delete(c: Context, key_id: int, ids: list[str]) -> list[str]:
     for p in deleted:
         for rel in p.files:
             try:
-                c.storage.delete_file(rel)
+                c.storage.delete(rel)
             except StorageError:  # the rows are gone already: a file left behind is for the log
                 log.exception("prediction %s: could not delete %s", p.id, rel)
     return [p.id for p in deleted]
@@ -150,15 +149,16 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> tuple[dict
     for field in MEDIA_FIELDS:
         ref = inputs.get(field)
         upload = own_upload(ref) if ref and not ref.startswith("data:") else None
-        data = c.fetcher.local(field, ref) if ref else None
+        data = c.fetcher.local(field, ref, MAX_AUDIO_BYTES if field == "audio" else MAX_IMAGE_BYTES) if ref else None
         if data is None:
-            if upload and (gone := c.retention.expired_file(upload_url_path(*upload))):
+            if upload and (gone := c.retention.expired_file(upload)):
                 raise InvalidInput(field, f"the upload expired at {iso(gone)} and was deleted: upload the file again")
             continue
         if upload:
-            if not c.uploads.use(upload[0]):
+            token = parse_key(upload)[1]
+            if not c.uploads.use(token):
                 raise InvalidInput(field, "the upload has just expired and is being deleted: upload the file again")
-            tokens.append(upload[0])
+            tokens.append(token)
         if field == "audio":
             check_audio(field, data)
         else:
@@ -167,10 +167,9 @@ def _store_local_media(c: Context, key_id: int, req: VideoRequest) -> tuple[dict
             content_type = sniff(data[:HEAD_BYTES])
             name = f"{field}.{content_type.rsplit('/', 1)[-1]}"
             stored = c.uploads.create(key_id, name, content_type, len(data), 0, received=True)
-            path = c.storage.upload_path(stored.token, name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            inputs[field] = "/" + upload_url_path(stored.token, path.name)
+            key = upload_key(stored.token, name)
+            c.storage.put(key, data)
+            inputs[field] = "/" + key
             tokens.append(stored.token)
     return inputs, tuple(tokens)
 
