@@ -25,7 +25,8 @@ run: $(STAMP)
 	$(BIN)/openi2v serve --dev
 
 test: $(TEST_STAMP) $(CHROMIUM)
-	OPENI2V_CHROMIUM=$(CHROMIUM) OPENI2V_TEST_POSTGRES_URL=$$(bash scripts/test-postgres.sh) $(BIN)/python -m pytest -q
+	OPENI2V_CHROMIUM=$(CHROMIUM) OPENI2V_TEST_REQUIRE_SERVERS=1 \
+	  OPENI2V_TEST_POSTGRES_URL=$$(bash scripts/test-postgres.sh) $(BIN)/python -m pytest -q
 
 # The playground's browser test drives Debian's chromium (Playwright never downloads one).
 $(CHROMIUM):

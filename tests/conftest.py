@@ -24,6 +24,26 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'db.sqlite'}"
         return
+    yield from _postgres_database()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database, dropped after the test."""
+    yield from _postgres_database()
+
+
+def unavailable(what: str, reason: str) -> None:
+    """A server a test needs cannot start: skip, saying why; with OPENI2V_TEST_REQUIRE_SERVERS=1 (`make
+    test` sets it) fail instead, so that CI never passes by skipping."""
+    import os
+
+    if os.environ.get("OPENI2V_TEST_REQUIRE_SERVERS") == "1":
+        pytest.fail(f"{what}: {reason} (OPENI2V_TEST_REQUIRE_SERVERS=1)")
+    pytest.skip(f"{what}: {reason}")
+
+
+def _postgres_database():
     import os
     import secrets
 
@@ -31,7 +51,7 @@ def database_url(request, tmp_path):
 
     admin_url = os.environ.get("OPENI2V_TEST_POSTGRES_URL")
     if not admin_url:
-        pytest.fail("OPENI2V_TEST_POSTGRES_URL is not set: run `make test`, which starts PostgreSQL")
+        unavailable("PostgreSQL", "OPENI2V_TEST_POSTGRES_URL is not set: run `make test`, which starts it")
     name = f"openi2v_t_{secrets.token_hex(6)}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

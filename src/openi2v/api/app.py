@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.add_api_route("/healthz", _healthz, methods=["GET"])
     _add_operations(app, context)
-    _add_playground(app, settings)
+    _add_playground(app, settings, context.storage.origin)
     _add_error_handlers(app)
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # GC's scans, which otherwise grow with it and show up as latency spikes.
@@ -112,9 +112,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal server error")
 
 
-def _add_playground(app: FastAPI, settings: Settings) -> None:
+def _add_playground(app: FastAPI, settings: Settings, files_origin: str | None) -> None:
     """The playground: static files, a client of the public API like any other, under its own strict CSP."""
-    page_headers = headers.playground(settings.public_url)
+    page_headers = headers.playground(settings.public_url, files_origin)
 
     async def page() -> FileResponse:
         return FileResponse(WEB / "index.html", media_type="text/html", headers=page_headers)

@@ -22,10 +22,11 @@ def user_file(media: bool) -> dict[str, str]:
     return {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": MEDIA_CSP if media else DOWNLOAD_CSP}
 
 
-def playground(public_url: str = "") -> dict[str, str]:
-    """The playground's headers. Outputs are absolute URLs under ``public_url`` when it is set,
-    which may be another origin than the one the page was opened from: its videos may load too."""
-    media = " ".join(["'self'", *_origin(public_url)])
+def playground(public_url: str = "", files_origin: str | None = None) -> dict[str, str]:
+    """The playground's headers. Outputs are absolute URLs under ``public_url`` when it is set, or in
+    a bucket (``files_origin``), either of which may be another origin than the one the page was
+    opened from: its videos may load from there too."""
+    media = " ".join(["'self'", *_origin(public_url), *_origin(files_origin or "")])
     policy = {
         "default-src": "'none'",
         "script-src": "'self'",

@@ -29,6 +29,8 @@ _UPLOAD_URL = re.compile(rf"/{UPLOADS}/({_TOKEN.pattern})/([^/?#]+)")
 
 
 class Storage(Protocol):
+    origin: str | None  # the origin of the URLs it hands out, when not the API's own
+
     def save_output(self, src: Path, filename: str) -> str:
         """Store a finished file under a new token; its key. StorageError when that fails."""
 

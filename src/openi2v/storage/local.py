@@ -20,6 +20,8 @@ _DIRS = {UPLOADS: "uploads", OUTPUTS: "outputs"}
 
 
 class LocalStorage:
+    origin = None  # its files are served by the API itself
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
