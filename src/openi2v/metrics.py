@@ -6,8 +6,8 @@ Two kinds of figure:
   running jobs per model, the same on every replica, whichever machine is scraped. Scale GPU
   workers on ``openi2v_queue_depth``.
 - Events counted where they happen: queue wait and inference time (workers), predictions ended
-  by model and status, webhook deliveries by outcome, engine failures, worker restarts, GPU
-  memory. ``serve`` and ``openi2v worker`` run several processes, so these use prometheus-client's
+  by model and status, webhook deliveries by outcome, engine failures, engine child processes
+  lost and started again, worker restarts, GPU memory. ``serve`` and ``openi2v worker`` run several processes, so these use prometheus-client's
   multiprocess mode: each process writes its figures under ``PROMETHEUS_MULTIPROC_DIR`` (set by
   ``system.use_metrics_dir`` before any process starts) and a scrape adds them up.
 
@@ -51,11 +51,13 @@ WEBHOOKS = Counter("openi2v_webhook_deliveries_total", "Webhook delivery attempt
                    ["outcome"], registry=None)
 ENGINE_FAILURES = Counter("openi2v_engine_failures_total", "Jobs an engine failed (the prediction failed).",
                           ["model"], registry=None)
+ENGINE_RESTARTS = Counter("openi2v_engine_restarts_total", "Engine child processes lost (a crash, out of memory) "
+                          "and started afresh for the next job.", ["engine"], registry=None)
 WORKER_RESTARTS = Counter("openi2v_worker_restarts_total", "Worker processes that died and were started again.",
                           registry=None)
 GPU_MEMORY = Gauge("openi2v_gpu_memory_peak_bytes", "Peak GPU memory of the last job, per device.",
                    ["device"], multiprocess_mode="max", registry=None)
-_EVENTS = (QUEUE_WAIT, INFERENCE, ENDED, WEBHOOKS, ENGINE_FAILURES, WORKER_RESTARTS, GPU_MEMORY)
+_EVENTS = (QUEUE_WAIT, INFERENCE, ENDED, WEBHOOKS, ENGINE_FAILURES, ENGINE_RESTARTS, WORKER_RESTARTS, GPU_MEMORY)
 
 
 def exposition(db: "Database | None", models: Iterable[str] = ()) -> bytes:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from openi2v import metrics
 from openi2v.engines.base import Cancelled, EngineJob
 from openi2v.worker.isolated import EngineSpec, IsolatedEngine
 from tests.engine_fixtures import Flaky
@@ -42,12 +43,18 @@ def test_a_job_runs_in_the_child_with_progress_per_step(engine, tmp_path):
     assert result.details["pid"] != __import__("os").getpid()  # rendered in the child
 
 
+def restarts() -> float:
+    return metrics.ENGINE_RESTARTS.labels("flaky")._value.get()
+
+
 def test_a_crash_fails_the_job_and_a_fresh_child_serves_the_next(engine, tmp_path):
     first = engine.run(job(tmp_path), lambda f: None, lambda: False).details["pid"]
+    before = restarts()
     with pytest.raises(EngineError, match=r"process died \(exit code 137"):
         engine.run(job(tmp_path, "crash now"), lambda f: None, lambda: False)
     after = engine.run(job(tmp_path), lambda f: None, lambda: False).details["pid"]
     assert after != first
+    assert restarts() == before + 1  # what an operator's dashboard counts
 
 
 def test_out_of_memory_fails_the_job_and_restarts_the_child(engine, tmp_path):

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from openi2v import metrics
 from openi2v.engines.base import CancelCheck, Cancelled, Engine, EngineJob, EngineResult, Progress
 from openi2v.errors import EngineError
 from openi2v.system import die_with_parent
@@ -125,6 +126,7 @@ class IsolatedEngine:
                         raise Cancelled()
                     case OutOfMemory(detail):
                         self._stop()  # a fresh child gets all the memory back
+                        metrics.ENGINE_RESTARTS.labels(self.name).inc()
                         raise EngineError(f"out of GPU memory while generating ({detail}); "
                                           "try a smaller size or fewer frames")
                     case Failed(reason):
@@ -148,6 +150,7 @@ class IsolatedEngine:
         self._proc.join(5)
         code = self._proc.exitcode
         self._stop()
+        metrics.ENGINE_RESTARTS.labels(self.name).inc()
         log.error("engine %s process died (exit code %s); a fresh one starts with the next job", self.name, code)
         return EngineError(f"the {self.name} engine process died (exit code {code}: out of memory or a crash); "
                            "the server started a fresh one")
