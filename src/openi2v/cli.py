@@ -189,13 +189,40 @@ def _dev_key(settings: Settings) -> str:
 
 @keys_app.command("create")
 def keys_create(name: str = typer.Option("", help="A label for the key."),
-                balance: float = typer.Option(100.0, help="Starting balance in USD.")) -> None:
+                balance: float = typer.Option(100.0, help="Starting balance in USD."),
+                scenario: Optional[str] = typer.Option(None, help="Make every prediction of the key follow a "
+                                                                  "scenario: a name or settings (README: Scenarios).")) -> None:
     """Create a key; the key itself is printed once, alone on the last line."""
     from openi2v.domain.billing import to_micros
 
-    key_id, key = _accounts().create_key(name, to_micros(balance))
-    typer.echo(f"created key {key_id} ({name or 'unnamed'}) with balance ${balance:.2f}; store it now, it is not shown again:")
+    key_id, key = _accounts().create_key(name, to_micros(balance), _scenario(scenario))
+    simulated = f", scenario {scenario}" if scenario else ""
+    typer.echo(f"created key {key_id} ({name or 'unnamed'}) with balance ${balance:.2f}{simulated}; "
+               "store it now, it is not shown again:")
     typer.echo(key)
+
+
+@keys_app.command("set-scenario")
+def keys_set_scenario(key: str = typer.Argument(..., help="Key id or prefix, as `keys list` shows."),
+                      scenario: str = typer.Argument(..., help="A scenario name or settings; `none`: real again.")) -> None:
+    """Make the key's next predictions follow a scenario (those made already keep theirs)."""
+    accounts = _accounts()
+    spec = None if scenario.strip() == "none" else _scenario(scenario)
+    accounts.set_scenario(_key_id(accounts, key), spec)
+    typer.echo(f"{key}: scenario {spec}" if spec else f"{key}: no scenario; its predictions are real")
+
+
+def _scenario(spec: str | None) -> str | None:
+    """A scenario SPEC, checked (exit 2 naming what is wrong)."""
+    from openi2v.domain.scenarios import Scenario
+
+    if spec is None:
+        return None
+    try:
+        return Scenario.parse(spec).spec
+    except ValueError as exc:
+        typer.echo(f"error: --scenario: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @keys_app.command("list")
@@ -204,7 +231,8 @@ def keys_list() -> None:
 
     for k in _accounts().list_keys():
         state = "revoked" if k.revoked else "active"
-        typer.echo(f"{k.id}\t{k.prefix}…\t{state}\t${to_usd(k.balance_micros):.2f}\t{k.name}")
+        simulated = f"\tscenario: {k.scenario}" if k.scenario else ""
+        typer.echo(f"{k.id}\t{k.prefix}…\t{state}\t${to_usd(k.balance_micros):.2f}\t{k.name}{simulated}")
 
 
 @keys_app.command("revoke")

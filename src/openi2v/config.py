@@ -10,6 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from openi2v.outbound import AllowList
+from openi2v.proxies import Proxies
 
 KLING_MODEL = "kwaivgi/kling-v2.5-turbo-pro/image-to-video"
 
@@ -22,6 +23,9 @@ class Settings(BaseSettings):
     database_url: str = ""  # empty: sqlite:///{data_dir}/openi2v.db
     # Absolute base for URLs we hand out; empty: taken from each request's Host.
     public_url: str = ""
+    # Without public_url: the peers (proxies) whose X-Forwarded-Host and X-Forwarded-Proto are believed
+    # when URLs are built from a request. Comma-separated IPs and CIDRs, "*" for any; uvicorn's default.
+    forwarded_allow_ips: str = "127.0.0.1"
     # Where uploads and outputs live: "local" (under data_dir; every process on this machine), or "s3": an
     # S3-compatible bucket every machine shares (AWS, MinIO, R2, Ceph). Credentials come through boto3's
     # own chain (AWS_ACCESS_KEY_ID..., a profile, an instance role), never from here.
@@ -48,6 +52,10 @@ class Settings(BaseSettings):
     # Logs: "text" for a terminal; "json": one JSON object per line, with the prediction id on each line
     # about a prediction.
     log_format: Literal["text", "json"] = "text"
+
+    # Scenarios (domain/scenarios.py): with sandbox on, the reserved test seeds force their outcomes. Keys
+    # given a scenario follow it whatever this says.
+    sandbox: bool = False
 
     # Requests.
     header_timeout_s: float = Field(10.0, gt=0)  # a connection still sending its request headers after this is closed
@@ -78,9 +86,9 @@ class Settings(BaseSettings):
         5, 15, 60, 300, 900, 1800)
     webhook_standard_signature: bool = False  # also sign "v1,<base64>" (standardwebhooks / svix)
 
-    # Engines: model id -> "motion" (the CPU camera engine), a diffusion preset name (see
-    # `openi2v models list`), or "auto": `auto_preset` when a GPU and its weights are present,
-    # otherwise "motion". Every preset in use is also served under its own model id.
+    # Engines: model id -> "motion" (the CPU camera engine), "instant" (the same at 144p: for tests), a
+    # diffusion preset name (see `openi2v models list`), or "auto": `auto_preset` when a GPU and its weights
+    # are present, otherwise "motion". Every preset in use is also served under its own model id.
     engines: dict[str, str] = Field(default_factory=lambda: {KLING_MODEL: "auto"})
     auto_preset: str = "wan2.2-ti2v-5b-turbo"
     # Price per 5 seconds of video, USD, per model id; ids not listed cost what the Kling id costs.
@@ -115,6 +123,12 @@ class Settings(BaseSettings):
     def _s3_has_a_bucket(cls, value: str, info: ValidationInfo) -> str:
         if info.data.get("storage") == "s3" and not value:
             raise ValueError("must be set when OPENI2V_STORAGE is s3")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        Proxies.parse(value)  # a ValueError naming the malformed entry
         return value
 
     @field_validator("fetch_allow")

@@ -9,6 +9,7 @@
      ├── PayloadTooLarge       413
      ├── Conflict              409  e.g. an upload ticket already used
      ├── TooManyRequests       429  a per-key limit (with Retry-After)
+     ├── Unavailable           503  try again soon (with Retry-After; a scenario's simulated outage)
      ├── MediaUnavailable      a referenced URL could not be fetched (task code 1402)
      ├── EngineError           the engine failed a job (task code 1403)
      │    └── ContentBlocked   the NSFW policy blocked the output (task code 1200)
@@ -26,6 +27,8 @@ import math
 class OpenI2VError(Exception):
     status_code = 500
     task_code = 5000
+    public = False  # a 5xx's message is for the log only, unless the class says it is for the client
+    error: str | None = None  # the hosted body's "error" text, where the hosted API documents one
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -41,9 +44,9 @@ class InvalidInput(OpenI2VError):
     status_code = 400
     task_code = 1401
 
-    def __init__(self, field: str, rule: str) -> None:
+    def __init__(self, field: str, rule: str, error: str | None = None) -> None:
         super().__init__(f"{field}: {rule}")
-        self.field = field
+        self.field, self.error = field, error
 
 
 class Unauthorized(OpenI2VError):
@@ -84,6 +87,17 @@ class TooManyRequests(OpenI2VError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class Unavailable(OpenI2VError):
+    """A transient outage the client is told about in words (our own 5xx faults say nothing)."""
+
+    status_code = 503
+    public = True
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class MediaUnavailable(OpenI2VError):

@@ -89,8 +89,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
-    def new_key(self, usd: float = 10.0) -> str:
-        return cli(self.env, "keys", "create", "--name", "e2e", "--balance", str(usd)).strip().splitlines()[-1]
+    def new_key(self, usd: float = 10.0, scenario: str | None = None) -> str:
+        extra = ("--scenario", scenario) if scenario else ()
+        return cli(self.env, "keys", "create", "--name", "e2e", "--balance", str(usd), *extra).strip().splitlines()[-1]
 
 
 class Workers:

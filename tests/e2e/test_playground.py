@@ -123,6 +123,21 @@ def test_generate_a_video_in_the_browser(page, server, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "playground-video.png"), full_page=True)
 
 
+def test_a_test_key_and_its_simulated_failure_are_labelled(page, server, tmp_path):
+    enter_key(page, server.new_key(5.0, scenario="failing"))
+    expect(page.locator("#scenario")).to_be_visible()
+    expect(page.locator("#scenario")).to_contain_text("scenario “failing”")
+    page.get_by_label("Image", exact=True).set_input_files(picture(tmp_path, 1200, 800, "photo.png"))
+    page.get_by_label("Prompt", exact=True).fill("pan left")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#status .state")).to_have_text("failed", timeout=WAIT_MS)
+    expect(page.locator("#status")).to_contain_text("simulated failure (scenario)")
+    expect(page.locator("#status .simulated")).to_have_text("Simulated by a scenario: not a real outcome.")
+    expect(page.locator("#quote")).to_contain_text("Balance $5.00")  # a failure costs nothing
+    enter_key(page, server.new_key(5.0))
+    expect(page.locator("#scenario")).to_be_hidden()  # a real key: no label
+
+
 def test_size_error_is_shown_next_to_image(page, server, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     enter_key(page, server.new_key(5.0))

@@ -76,6 +76,19 @@ def test_run_no_throw_on_an_unreachable_image(client, server, key):
     assert d["error"] in res["error"]  # the SDK reports the server's message
 
 
+def test_run_with_inputs_the_hosted_model_ignores(client, key, server):
+    """A string seed and an audio that is no URL, as the hosted API takes them: the run completes, and the
+    result says how each was read."""
+    out = client.run(KLING_MODEL, {"image": pictures.data_uri(), "prompt": "zoom in", "seed": "42", "audio": "none"},
+                     poll_interval=0.2)
+    items = httpx.post(f"{server.url}/api/v3/predictions", json={"page": 1, "page_size": 100},
+                       headers={"Authorization": f"Bearer {key}"}).json()["data"]["items"]
+    [ran] = [p for p in items if p["outputs"] == out["outputs"]]
+    assert ran["seed"] == 42
+    assert ran["details"]["notes"] == ['seed: the string "42" was read as the integer 42',
+                                           'audio: "none" is not a valid http(s) URL or a data URI and was ignored']
+
+
 def test_get_result_of_unknown_id(client):
     with pytest.raises(RuntimeError, match="404"):
         client.get_result("f" * 32)

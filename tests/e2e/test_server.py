@@ -8,6 +8,7 @@ import re
 import socket
 import time
 
+import httpx
 import pytest
 
 from openi2v.config import KLING_MODEL
@@ -103,3 +104,14 @@ def test_a_long_answer_is_not_cut_by_a_request_pipelined_behind_it(server):
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # ... when the next request's first line arrives
         status, answer = read_response(sock)
     assert status == 200 and json.loads(answer)["data"]["code"] == 5004, answer
+
+
+def test_urls_follow_the_forwarded_host_of_a_proxy_on_loopback(server):
+    """uvicorn's own proxy handling is off: with it, X-Forwarded-For would replace the peer the app
+    checks against OPENI2V_FORWARDED_ALLOW_IPS (127.0.0.1 by default), and the forwarded host be ignored."""
+    key = server.new_key(1.0)
+    headers = {"Authorization": f"Bearer {key}", "X-Forwarded-Host": "api.example.com", "X-Forwarded-Proto": "https",
+               "X-Forwarded-For": "203.0.113.7"}
+    r = httpx.post(f"{server.url}/api/v3/media/uploads", json={"filename": "a.png"}, headers=headers, timeout=GUARD_S)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["download_url"].startswith("https://api.example.com/media/")

@@ -38,6 +38,8 @@ SUBMIT = f"/api/v3/{KLING_MODEL}"
 HISTORY = "/api/v3/predictions"
 PRICING = "/api/v3/model/pricing"
 UPLOADS = "/api/v3/media/uploads"
+BILLINGS = "/api/v3/billings/search"
+USAGE = "/api/v3/user/usage_stats"
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 
@@ -167,12 +169,20 @@ UPLOAD_FIELDS = {
     "filename": st.sampled_from(["in.png", "a.jpg", "noext", ".png", "../../x.png", "a" * 300]) | texts,
     "size": st.sampled_from([0, 10, 50 * 2**20, 50 * 2**20 + 1]), "content_type": st.sampled_from(["image/png", ""]),
 }
+BILLING_FIELDS = {
+    "page": st.integers(1, 3), "page_size": st.integers(1, 100), "prediction_uuids": st.lists(texts, max_size=3),
+    "billing_type": st.sampled_from(["deduct", "recharge"]), "start_time": TIMES, "end_time": TIMES,
+}
+DATES = TIMES | st.sampled_from(["2024-01-01", "0001-01-01", "9999-12-31", "2024-02-30", "20240101"])
+USAGE_FIELDS = {"start_date": DATES, "end_date": DATES, "per_model_usage": st.booleans()}
 # path -> (the keys its bodies are made of, the fields its messages may name, the statuses it may answer)
 ENDPOINTS = {
     SUBMIT: (SUBMIT_FIELDS, {*SUBMIT_FIELDS, "webhook"}, {200, 400, 413}),
     HISTORY: (HISTORY_FIELDS, set(HISTORY_FIELDS), {200, 400, 413}),  # 413: over 64 KB
     PRICING: (PRICING_FIELDS, {*PRICING_FIELDS, "duration"}, {200, 400, 404, 413}),  # inputs.duration is "duration"
     UPLOADS: (UPLOAD_FIELDS, set(UPLOAD_FIELDS), {200, 400, 413}),
+    BILLINGS: (BILLING_FIELDS, set(BILLING_FIELDS), {200, 400, 413}),
+    USAGE: (USAGE_FIELDS, set(USAGE_FIELDS), {200, 400, 413}),
 }
 
 

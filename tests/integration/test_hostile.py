@@ -106,15 +106,27 @@ def test_values_of_the_wrong_type_are_400_naming_the_field(api, path, body, mess
 
 # --- URLs -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("field", ["image", "last_image", "audio"])
-@pytest.mark.parametrize("url", ["http://[::1:9911/x", "http://[", "http://a]b/", "http://example.com:99999/a.png",
-                                 "http://example.com:0/a.png", "http://exa\tmple.com/a.png", "http://example.com:x/a",
-                                 "http:///a.png", "ftp://example.com/a.png", "http://" + "a" * 2100 + ".com/"])
+BAD_URLS = ["http://[::1:9911/x", "http://[", "http://a]b/", "http://example.com:99999/a.png",
+            "http://example.com:0/a.png", "http://exa\tmple.com/a.png", "http://example.com:x/a", "http:///a.png",
+            "ftp://example.com/a.png", "http://" + "a" * 2100 + ".com/"]
+
+
+@pytest.mark.parametrize("field", ["image", "last_image"])
+@pytest.mark.parametrize("url", BAD_URLS)
 def test_bad_media_urls_are_400_at_submit(api, field, url):
     body = {"image": data_uri(GOOD), "prompt": "zoom", field: url}
     r = api.submit(body)
     assert r.status_code == 400 and r.json()["message"].startswith(f"{field}: "), r.text
     nothing_stored_or_charged(api)
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_audio_url_is_ignored_with_a_note(api, url):
+    """The hosted model has no audio input: what is no URL there is ignored, never fetched, and said so."""
+    d = api.submit({"image": data_uri(GOOD), "prompt": "zoom", "audio": url}).json()["data"]
+    assert "audio" not in d["input"]
+    [note] = d["details"]["notes"]
+    assert note.startswith("audio: ") and note.endswith(" is not a valid http(s) URL or a data URI and was ignored")
 
 
 @pytest.mark.parametrize("url", ["http://[::1:9911/x", "http://example.com:99999/hook", "javascript:alert(1)"])

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from openi2v.domain.inputs import audio_format, check_audio, check_image, parse_request
-from openi2v.errors import InvalidInput
+from openi2v.domain.inputs import (NOTES, UPLOAD_LIMITS, audio_format, check_audio, check_image, check_upload,
+                                   parse_request)
+from openi2v.errors import InvalidInput, PayloadTooLarge
 from tests import pictures
 
 IMG = "https://example.com/a.png"
@@ -37,11 +38,82 @@ def test_defaults_and_string_durations():
     ({"image": IMG, "prompt": "x", "guidance_scale": "0.5"}, "guidance_scale: must be a number between 0 and 1"),
     ({"image": IMG, "prompt": "x", "duration": 7}, "duration: must be 5 or 10 (got 7)"),
     ({"image": "file:///etc/passwd", "prompt": "x"}, "image: must be an http(s) URL or a data URI"),
-    ({"image": IMG, "prompt": "x", "seed": 2**33}, "seed: must be between 0 and 4294967295, or -1 for random"),
     ([1, 2], "body: must be a JSON object"),
 ])
 def test_each_rule_names_its_field(body, message):
     assert rule(body) == message
+
+
+@pytest.mark.parametrize("seed, used, notes", [
+    (7, 7, []),
+    (7.0, 7, []),
+    ("42", 42, ['seed: the string "42" was read as the integer 42']),
+    (2**33 + 5, 5, ["seed: 8589934597 is outside 0 to 4294967295; 5 (the seed modulo 2**32) was used"]),
+    (-5, 2**32 - 5, ["seed: -5 is outside 0 to 4294967295; 4294967291 (the seed modulo 2**32) was used"]),
+    ("4294967297", 1, ['seed: the string "4294967297" was read as the integer 4294967297',
+                       "seed: 4294967297 is outside 0 to 4294967295; 1 (the seed modulo 2**32) was used"]),
+])
+def test_a_seed_is_read_as_an_integer_in_range_with_a_note_when_coerced(seed, used, notes):
+    req = parse_request({"image": IMG, "prompt": "x", "seed": seed})
+    assert (req.seed, list(req.notes)) == (used, notes)
+    assert req.to_json().get(NOTES) == (notes or None)  # stored with the inputs only when there are notes
+
+
+@pytest.mark.parametrize("seed, shown", [("abc", '"abc"'), (True, "true"), (1.5, "1.5"), ([1], "[1]"),
+                                         (float("nan"), "NaN"), ("x" * 50, '"' + "x" * 36 + "...")])
+def test_a_seed_that_is_no_integer_is_ignored_for_a_random_one_with_a_note(seed, shown):
+    req = parse_request({"image": IMG, "prompt": "x", "seed": seed})
+    assert 0 <= req.seed < 2**32
+    assert req.notes == (f"seed: {shown} is not an integer and was ignored; a random seed was used",)
+
+
+@given(st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=12), st.booleans(),
+                 st.lists(st.integers(), max_size=2)))
+def test_no_seed_is_ever_refused(seed):
+    """The hosted model ignores a seed, so none may make a request fail here."""
+    req = parse_request({"image": IMG, "prompt": "x", "seed": seed})
+    assert 0 <= req.seed <= 2**32 - 1
+    plain = seed is None or (isinstance(seed, (int, float)) and not isinstance(seed, bool)
+                             and seed == seed and float(seed).is_integer() and -1 <= seed < 2**32)
+    assert bool(req.notes) is not plain
+
+
+@pytest.mark.parametrize("audio", [5, "abc", "file:///etc/passwd", "http://[::1:9911/x", ["https://e.com/a.mp3"]])
+def test_an_audio_that_is_no_url_is_ignored_with_a_note(audio):
+    req = parse_request({"image": IMG, "prompt": "x", "audio": audio})
+    assert req.audio is None and "audio" not in req.to_json()
+    assert len(req.notes) == 1 and req.notes[0].startswith("audio: ")
+    assert req.notes[0].endswith(" is not a valid http(s) URL or a data URI and was ignored")
+
+
+def test_an_audio_url_or_data_uri_is_kept_without_a_note():
+    for audio in ("https://example.com/a.mp3", "data:audio/wav;base64,AAAA"):
+        req = parse_request({"image": IMG, "prompt": "x", "audio": audio})
+        assert (req.audio, req.notes) == (audio, ())
+
+
+PNG_HEAD, MP4_HEAD, WAV_HEAD = b"\x89PNG\r\n\x1a\n" + bytes(8), b"\0\0\0\x20ftypisom", b"RIFF\0\0\0\0WAVEfmt "
+
+
+@pytest.mark.parametrize("head, kind, words", [(PNG_HEAD, "image", "an image"), (MP4_HEAD, "video", "a video"),
+                                               (WAV_HEAD, "audio", "an audio file")])
+def test_an_upload_is_held_to_its_types_limit_to_the_byte(head, kind, words):
+    limit = UPLOAD_LIMITS[kind]
+    check_upload(head, limit, 2**40)  # exactly the limit: taken
+    with pytest.raises(PayloadTooLarge) as err:
+        check_upload(head, limit + 1, 2**40)
+    mb = limit // 2**20
+    assert err.value.message == f"file: {words} must be at most {mb} MB ({limit:,} bytes; got {limit + 1:,})"
+
+
+def test_an_upload_is_never_over_the_servers_cap_and_never_empty():
+    with pytest.raises(PayloadTooLarge, match=r"^file: an image must be at most 1 MB \(1,048,576 bytes; got 1,048,577\)$"):
+        check_upload(PNG_HEAD, 2**20 + 1, 2**20)  # the server's cap is below the type's limit
+    with pytest.raises(PayloadTooLarge, match=r"^file: a file must be at most 50 MB \(52,428,800 bytes; got "):
+        check_upload(b"GIF89a", 50 * 2**20 + 1, 50 * 2**20)  # a type not judged from the bytes: the cap alone
+    check_upload(b"GIF89a", 50 * 2**20, 50 * 2**20)
+    with pytest.raises(InvalidInput, match="^file: is empty$"):
+        check_upload(b"", 0, 2**20)
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))

@@ -22,7 +22,7 @@ from openi2v import __version__, metrics
 from openi2v.api import headers
 from openi2v.api.bodies import BodyLimit
 from openi2v.api.context import Context
-from openi2v.api.routes import account, media, predictions
+from openi2v.api.routes import account, media, predictions, usage
 from openi2v.api.schemas import V3Response
 from openi2v.config import Settings
 from openi2v.errors import InvalidInput, OpenI2VError
@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="OpenI2V", version=__version__, lifespan=lifespan, telemetry=TELEMETRY_OFF)
     app.state.ctx = context
     app.add_middleware(BodyLimit, settings=settings)
-    for router in (media.router, account.router, predictions.router):
+    for router in (media.router, account.router, usage.router, predictions.router):  # the model route last
         app.include_router(router)
     app.add_api_route("/healthz", _healthz, methods=["GET"])
     _add_operations(app, context)
@@ -80,17 +80,20 @@ def app_from_env() -> FastAPI:
     return create_app(Settings())
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return V3Response({"code": status, "message": message, "data": None}, status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None, error: str | None = None) -> JSONResponse:
+    body = {"code": status, "message": message, "data": None}
+    if error is not None:  # as the hosted body has it (an error answer only: never a 2xx, which MCP reads)
+        body["error"] = error
+    return V3Response(body, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenI2VError)
     async def _domain(request: Request, exc: OpenI2VError) -> JSONResponse:
-        if exc.status_code >= 500:  # our fault (a disk, a database): the detail is for the log only
+        if exc.status_code >= 500 and not exc.public:  # our fault (a disk, a database): the detail is for the log
             log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
             return _error(exc.status_code, "internal server error")
-        return _error(exc.status_code, exc.message, exc.headers)
+        return _error(exc.status_code, exc.message, exc.headers, exc.error)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, exc: ClientDisconnect) -> Response:

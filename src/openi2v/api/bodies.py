@@ -27,6 +27,7 @@ MAX_DEPTH = 16
 PARSE_INLINE = 256 * 1024  # a larger body is parsed off the event loop
 
 UPLOAD_PATHS = ("/api/v3/media/uploads/", "/api/v3/media/upload/binary")
+UPLOAD_ALIAS = "/api/v3/upload"  # the hosted multipart upload's newer path (exactly this one)
 MULTIPART_SLACK = 64 * 1024  # a multipart body's boundaries and part headers around the file
 
 
@@ -38,7 +39,7 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        if scope["path"].startswith(UPLOAD_PATHS):
+        if scope["path"].startswith(UPLOAD_PATHS) or scope["path"] == UPLOAD_ALIAS:
             field, mb = "file", self.settings.max_upload_mb
             limit = mb * 2**20 + MULTIPART_SLACK
         else:

@@ -12,9 +12,11 @@ from openi2v.config import Settings
 from openi2v.engines.registry import ServedModel, served_models
 from openi2v.media.images import MediaFetcher
 from openi2v.outbound import OutboundGuard
+from openi2v.proxies import FORWARDED_HOST, FORWARDED_PROTO, Proxies, forwarded
 from openi2v.storage import Storage, from_settings
 from openi2v.store import AccountStore, Database, PredictionStore, UploadStore
 from openi2v.store.retention import RetentionStore
+from openi2v.store.usage import UsageStore
 
 T = TypeVar("T")
 
@@ -30,6 +32,8 @@ class Context:
     fetcher: MediaFetcher
     models: dict[str, ServedModel]  # the models served: listed and validated here, run by the workers
     retention: RetentionStore
+    usage: UsageStore
+    proxies: Proxies  # whose X-Forwarded-Host and -Proto base_url believes
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> "Context":
@@ -37,7 +41,8 @@ class Context:
         return cls(settings, db, PredictionStore.from_settings(db, settings), AccountStore(db),
                    UploadStore(db, settings.retention_s),
                    storage, MediaFetcher(storage, settings.fetch_timeout_s, OutboundGuard.from_settings(settings)),
-                   served_models(settings), RetentionStore(db, settings.retention_s))
+                   served_models(settings), RetentionStore(db, settings.retention_s), UsageStore(db),
+                   Proxies.parse(settings.forwarded_allow_ips))
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store read from a route.
@@ -52,16 +57,21 @@ class Context:
         """Absolute base for every URL we hand out, ending in '/'.
 
         ``public_url`` when set (behind a proxy); otherwise the request's own scheme and
-        Host, read straight from the ASGI scope (this runs on every poll).
+        Host, read straight from the ASGI scope (this runs on every poll), or what a trusted
+        proxy (``forwarded_allow_ips``) says they were in X-Forwarded-Proto and X-Forwarded-Host.
         """
         if self.settings.public_url:
             return self.settings.public_url.rstrip("/") + "/"
-        scope = request.scope
-        host = request.headers.get("host")
+        scope, headers = request.scope, request.headers
+        host, scheme = headers.get("host"), scope.get("scheme", "http")
+        forwarded_host, forwarded_proto = headers.get("x-forwarded-host"), headers.get("x-forwarded-proto")
+        if (forwarded_host or forwarded_proto) and self.proxies.trust(scope.get("client")):
+            host = forwarded(forwarded_host, FORWARDED_HOST) or host
+            scheme = (forwarded(forwarded_proto, FORWARDED_PROTO) or scheme).lower()
         if not host:
             server_host, server_port = scope.get("server") or ("localhost", 80)
             host = f"{server_host}:{server_port}"
-        return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '').rstrip('/')}/"
+        return f"{scheme}://{host}{scope.get('root_path', '').rstrip('/')}/"
 
 
 def ctx(request: Request) -> Context:

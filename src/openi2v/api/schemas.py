@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from openi2v.domain.billing import to_usd
+from openi2v.domain.inputs import NOTES
 from openi2v.domain.prediction import Prediction, Status
 from openi2v.storage import UPLOADS, Storage
 
@@ -40,8 +41,8 @@ def iso(ts: float) -> str:
 def prediction_data(p: Prediction, base: str, storage: Storage, queue_position: int | None = None) -> dict:
     """The ``data`` object of submit, result and history answers.
 
-    Hosted-API fields first; ours (seed, progress, queue_position, cost, expires_at, details) are
-    additive. Once retention has removed the files, output URLs stay (fetching one is a 410 that
+    Hosted-API fields first; ours (seed, progress, queue_position, cost, expires_at, details with the
+    notes on inputs read otherwise than sent) are additive. Once retention has removed the files, output URLs stay (fetching one is a 410 that
     says so) and base64 outputs are empty.
     """
     if p.base64_output:
@@ -69,10 +70,15 @@ def prediction_data(p: Prediction, base: str, storage: Storage, queue_position: 
         data["code"] = p.error_code
     if queue_position is not None and not p.status.terminal:
         data["queue_position"] = queue_position
-    if p.details:
+    if p.scenario:  # ours: what a scenario simulated, so that nobody takes it for a real outcome
+        data["scenario"] = {k: v for k, v in p.scenario.items() if k != "polls_failed"}
+    notes = p.inputs.get(NOTES)  # stored with the inputs at submit: the worker's details replace, not add
+    if p.details or notes:
         details = dict(p.details)
         if "poster" in details:
             details["poster"] = storage.url(details["poster"], base, p.expires_at)
+        if notes:
+            details["notes"] = notes
         data["details"] = details
     return data
 
@@ -84,6 +90,6 @@ def _b64(outputs: list[str], storage: Storage) -> list[str]:
 
 
 def _public_inputs(inputs: dict, base: str) -> dict:
-    """Inputs as the user can reuse them: our stored upload paths become absolute URLs."""
+    """Inputs as the user can reuse them: our stored upload paths become absolute URLs (notes go to details)."""
     return {k: (base + v.lstrip("/") if isinstance(v, str) and v.startswith(f"/{UPLOADS}/") else v)
-            for k, v in inputs.items()}
+            for k, v in inputs.items() if k != NOTES}

@@ -22,8 +22,10 @@ from openi2v.config import Settings
 def run(settings: Settings, host: str, port: int) -> None:
     """Answer HTTP until interrupted: in this process, or in ``settings.http_processes`` uvicorn
     workers sharing the port, each building its own app from the environment's settings."""
+    # proxy_headers off: uvicorn would rewrite the scheme and the peer from X-Forwarded-* by its own list
+    # (FORWARDED_ALLOW_IPS); the app reads them by OPENI2V_FORWARDED_ALLOW_IPS alone (api/context.py).
     options: dict[str, Any] = dict(
-        host=host, port=port, log_level="warning", access_log=False,
+        host=host, port=port, log_level="warning", access_log=False, proxy_headers=False,
         http=functools.partial(HeaderTimeoutProtocol, header_timeout_s=settings.header_timeout_s))
     if settings.http_processes > 1:
         uvicorn.run("openi2v.api.app:app_from_env", factory=True, workers=settings.http_processes, **options)

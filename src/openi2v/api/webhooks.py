@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from openi2v import metrics
 from openi2v.api.context import Context
 from openi2v.api.schemas import prediction_data
+from openi2v.domain.scenarios import SIMULATED_ERROR, Plan, SimulatedFailure
 from openi2v.errors import OpenI2VError
 from openi2v.outbound import NO_KEEPALIVE, OutboundGuard
 from openi2v.store import Delivery, WebhookStore
@@ -102,6 +103,8 @@ class WebhookSender:
         """The signed POST, addressed to the checked IP (the guard resolves: a thread's work)."""
         c = self.c
         p = await run_in_threadpool(c.predictions.get, d.prediction_id)
+        if d.attempts <= Plan.from_json(p.scenario).webhook_failures:
+            raise SimulatedFailure(SIMULATED_ERROR, 0)  # a scenario's failing receiver: retried as any
         body = json.dumps(prediction_data(p, p.webhook["base"], c.storage), separators=(",", ":")).encode()
         secret = await run_in_threadpool(c.accounts.webhook_secret, d.api_key_id)
         timestamp = int(time.time())

@@ -12,19 +12,29 @@ Rules (from the Kling 2.5 Turbo Pro page):
 - ``negative_prompt``: optional, at most 2,500 characters.
 - ``guidance_scale``: a number in [0, 1], default 0.5.
 - ``duration``: 5 or 10 (also "5" or "10"), default 5.
-- ``seed`` (ours): an integer in [0, 2**32 - 1]; absent means the server picks one.
+- ``seed`` (ours): an integer in [0, 2**32 - 1]; absent or -1 means the server picks one. The hosted
+  model has no seed and ignores one, so a seed is never refused: a numeric string is read as its
+  integer, one outside the range is reduced modulo 2**32, anything else is ignored (a random seed is
+  used), each with a note.
 - ``last_image`` (optional): same rules as ``image``; the clip ends on it.
-- ``audio`` (optional): mp3, wav, aac or m4a, at most 20 MB, and decodable.
+- ``audio`` (ours, optional): mp3, wav, aac or m4a, at most 20 MB, and decodable. A value that is not an
+  http(s) URL or a data URI is ignored with a note (the hosted model has no audio input).
 - ``enable_sync_mode``, ``enable_base64_output``: true or false (also "true"/"false", 1/0).
 - ``webhook`` (query string): an http(s) URL of at most 2,048 characters.
-Unknown keys are ignored, as the hosted API does.
+Unknown keys are ignored, as the hosted API does. Notes on what was read otherwise than sent are
+stored with the inputs (under ``NOTES``) and shown in the prediction's ``details["notes"]``.
+
+A multipart upload (``check_upload``) must not be empty and is held to the hosted limit of the type
+its bytes show: image 20 MB, video 100 MB, audio 50 MB (MiB, as above), any other file the server's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import io
+import json
 import math
 import re
 import secrets
@@ -36,7 +46,7 @@ from typing import Any
 import httpx
 from PIL import Image, ImageOps
 
-from openi2v.errors import InvalidInput
+from openi2v.errors import InvalidInput, PayloadTooLarge
 from openi2v.media.filetypes import HEAD_BYTES, sniff
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -48,6 +58,9 @@ MAX_AUDIO_BYTES = 20 * 1024 * 1024
 DURATIONS = (5, 10)
 MAX_SEED = 2**32 - 1
 MAX_URL = 2048
+NOTES = "_notes"  # the stored inputs' list of notes on fields read otherwise than sent
+_INTEGER = re.compile(r"[+-]?[0-9]{1,4000}")  # int() reads up to 4,300 digits
+EPOCH_DAY = dt.date(1970, 1, 1).toordinal()  # day numbers count from 1970-01-01 (UTC)
 # A progressive JPEG has about 10 scans; each costs a pass over the whole picture to decode, so
 # thousands in a small file would hold a decoder for minutes.
 MAX_JPEG_SCANS = 100
@@ -71,24 +84,30 @@ class VideoRequest:
     seed: int = 0
     last_image: str | None = None
     audio: str | None = None
+    notes: tuple[str, ...] = ()  # what was read otherwise than sent (a coerced seed, an ignored audio)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        data = {k: v for k, v in asdict(self).items() if v is not None and k != "notes"}
+        if self.notes:
+            data[NOTES] = list(self.notes)
+        return data
 
 
 def parse_request(body: Any) -> VideoRequest:
     """Check every field of a submit body; raise InvalidInput naming the first bad one."""
     if not isinstance(body, dict):
         raise InvalidInput("body", "must be a JSON object")
+    notes: list[str] = []
     return VideoRequest(
         image=_media_ref(body, "image", required=True),
         prompt=_text(body, "prompt", required=True),
         negative_prompt=_text(body, "negative_prompt", required=False),
         guidance_scale=_guidance(body.get("guidance_scale")),
         duration=_duration(body.get("duration")),
-        seed=_seed(body.get("seed")),
+        seed=_seed(body.get("seed"), notes),
         last_image=_media_ref(body, "last_image", required=False),
-        audio=_media_ref(body, "audio", required=False),
+        audio=_audio(body, notes),
+        notes=tuple(notes),  # last: the calls above have added theirs
     )
 
 
@@ -111,6 +130,21 @@ def _media_ref(body: dict, field: str, required: bool) -> str | None:
         raise InvalidInput(field, "must be an http(s) URL or a data URI")
     check_url(field, value)
     return value
+
+
+def _audio(body: dict, notes: list[str]) -> str | None:
+    """Ours: the hosted model has no audio input, so a value that is not a URL is ignored, with a note."""
+    try:
+        return _media_ref(body, "audio", required=False)
+    except InvalidInput:  # a data URI is never refused here: its bytes are judged at submit
+        notes.append(f"audio: {_shown(body['audio'])} is not a valid http(s) URL or a data URI and was ignored")
+        return None
+
+
+def _shown(value: Any) -> str:
+    """A value as a note quotes it: JSON, at most 40 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_url(field: str, value: Any) -> httpx.URL:
@@ -157,12 +191,53 @@ def parse_content_type(field: str, value: Any) -> str | None:
 MAX_IDS = 100
 
 
-def parse_ids(body: dict) -> list[str]:
+def parse_ids(body: dict, field: str = "ids") -> list[str]:
     """``{"ids": [...]}``: 1 to 100 prediction ids (strings)."""
-    ids = body.get("ids")
+    ids = body.get(field)
     if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_IDS or not all(isinstance(i, str) for i in ids):
-        raise InvalidInput("ids", f"must be a list of 1 to {MAX_IDS} prediction ids")
+        raise InvalidInput(field, f"must be a list of 1 to {MAX_IDS} prediction ids")
     return ids
+
+
+def int_field(body: dict, field: str, default: int, lo: int, hi: int) -> int:
+    """An integer in [lo, hi] (paging); ``default`` when absent."""
+    value = body.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidInput(field, f"must be an integer between {lo} and {hi}")
+    return value
+
+
+def time_field(body: dict, field: str) -> float | None:
+    """An ISO-8601 time (UTC when it names no zone; a date is its midnight) as UNIX seconds."""
+    value = body.get(field)
+    if value in (None, ""):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(field, "must be an ISO-8601 time such as 2025-05-18T06:00:00Z") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()
+
+
+def day_field(body: dict, field: str) -> int | None:
+    """A date (``2025-05-18``; an ISO-8601 time gives its UTC date) as days since 1970-01-01."""
+    value = body.get(field)
+    if value in (None, ""):
+        return None
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return dt.date.fromisoformat(value).toordinal() - EPOCH_DAY
+        except ValueError:
+            pass
+    try:
+        day = math.floor(time_field(body, field) / 86400)
+    except (InvalidInput, OverflowError) as exc:
+        raise InvalidInput(field, "must be a date such as 2025-05-18") from exc
+    if not 1 <= day + EPOCH_DAY <= dt.date.max.toordinal():  # a time whose UTC date leaves the calendar
+        raise InvalidInput(field, "must be a date between 0001-01-01 and 9999-12-31")
+    return day
 
 
 def parse_idempotency_key(value: str) -> str:
@@ -228,13 +303,22 @@ def _duration(value: Any) -> int:
     raise InvalidInput("duration", f"must be 5 or 10 (got {value!r})")
 
 
-def _seed(value: Any) -> int:
+def _seed(value: Any, notes: list[str]) -> int:
+    """Never refused (the hosted model ignores a seed): see the module's rules."""
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        notes.append(f"seed: the string {_shown(value)} was read as the integer {int(value)}")
+        value = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)  # 42.0 is 42, as for duration
     if value is None or value == -1:
         return secrets.randbelow(MAX_SEED + 1)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput("seed", "must be an integer")
+        notes.append(f"seed: {_shown(value)} is not an integer and was ignored; a random seed was used")
+        return secrets.randbelow(MAX_SEED + 1)
     if not 0 <= value <= MAX_SEED:
-        raise InvalidInput("seed", f"must be between 0 and {MAX_SEED}, or -1 for random")
+        used = value % (MAX_SEED + 1)
+        notes.append(f"seed: {_shown(value)} is outside 0 to {MAX_SEED}; {used} (the seed modulo 2**32) was used")
+        return used
     return value
 
 
@@ -338,6 +422,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+# The hosted per-type upload limits ("MB" read as MiB, as every size rule here), judged by the bytes.
+UPLOAD_LIMITS = {"image": 20 * 2**20, "video": 100 * 2**20, "audio": 50 * 2**20}
+
+
+def check_upload(head: bytes, size: int, max_bytes: int) -> None:
+    """A multipart upload: not empty, and within the limit of the type its first bytes show (a type
+    not judged from the bytes has only the server's ``max_bytes``); a 413 names the limit in bytes."""
+    if size == 0:
+        raise InvalidInput("file", "is empty")
+    kind = sniff(head[:HEAD_BYTES]).split("/", 1)[0]
+    limit = min(UPLOAD_LIMITS.get(kind, max_bytes), max_bytes)
+    if size > limit:
+        what = {"image": "an image", "video": "a video", "audio": "an audio file"}.get(kind, "a file")
+        raise PayloadTooLarge(f"file: {what} must be at most {limit / 2**20:g} MB ({limit:,} bytes; got {size:,})")
+
+
 def audio_format(field: str, data: bytes) -> str:
     """Judge audio by its first bytes; return the container name for the demuxer."""
     if len(data) > MAX_AUDIO_BYTES:
@@ -381,7 +481,8 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "negative_prompt": {"type": "string", "maxLength": MAX_PROMPT, "description": "The negative prompt for the generation."},
         "guidance_scale": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
         "duration": {"type": "integer", "enum": list(DURATIONS), "default": 5},
-        "seed": {"type": "integer", "minimum": -1, "maximum": MAX_SEED, "description": "Empty or -1: random."},
+        "seed": {"type": "integer", "minimum": -1, "maximum": MAX_SEED,
+                 "description": "Empty or -1: random. Other values are read with a note in details.notes."},
         "last_image": {"type": "string", "description": "Optional last frame, same rules as image."},
         "audio": {"type": "string", "description": "Optional soundtrack: mp3, wav, aac or m4a."},
     },

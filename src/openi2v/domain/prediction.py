@@ -77,6 +77,8 @@ class Prediction:
     webhook: dict[str, str] | None = None  # {"url", "base"}: POST the result there when it ends
     expires_at: float | None = None  # when retention removes its files (known once it ends)
     swept_at: float | None = None  # when it did
+    scenario: dict[str, Any] | None = None  # what a scenario decided for it (domain/scenarios.py's Plan)
+    not_before: float | None = None  # held in the queue until then
 
     @property
     def files(self) -> list[str]:

@@ -17,6 +17,9 @@ CancelCheck = Callable[[], bool]
 
 MOTION_DESCRIPTION = ("CPU camera-motion engine: animates the input image with camera moves read from the prompt "
                       "(zoom, pan, tilt, orbit, roll, dolly zoom, handheld). Not a generative model.")
+INSTANT_DESCRIPTION = ("A stand-in for tests and CI: the camera-motion engine at 144p with x264's fastest preset. "
+                       "Every clip keeps the contract (duration, frame count, fps, first frame = the input, H.264 "
+                       "MP4), about 20 times faster than the camera engine's 720p. Not for viewing.")
 
 
 class Cancelled(Exception):

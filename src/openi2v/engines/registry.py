@@ -1,8 +1,9 @@
 """Model id -> engine, chosen in configuration (``Settings.engines``).
 
-An engine name is "motion" (the CPU camera engine), a diffusion preset from the catalog,
-"auto", or a class of your own named by import path ("module:Class", built in-process with
-no arguments). The API needs only ``served_models``, a plain table that builds no engine; the
+An engine name is "motion" (the CPU camera engine), "instant" (the same at 144p with the
+fastest encoder: a stand-in for tests), a diffusion preset from the catalog, "auto", or a
+class of your own named by import path ("module:Class", built in-process with no
+arguments). The API needs only ``served_models``, a plain table that builds no engine; the
 workers build them (``build_engines``), a diffusion engine as an ``EngineSpec`` that its own
 child process loads (worker/isolated.py). ``check`` tells ``openi2v serve`` and ``openi2v
 worker`` before they start anything whether the configured engines can start, in a sentence
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openi2v.config import Settings
-from openi2v.engines.base import MOTION_DESCRIPTION, Engine
+from openi2v.engines.base import INSTANT_DESCRIPTION, MOTION_DESCRIPTION, Engine
 from openi2v.engines.catalog import PRESETS, Preset, get_preset
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("openi2v.engines")
 FAMILIES = {"wan": "openi2v.engines.wan:WanEngine", "ltx": "openi2v.engines.ltx:LTXEngine"}
+CPU_ENGINES = {"motion": MOTION_DESCRIPTION, "instant": INSTANT_DESCRIPTION}  # built in the worker's own process
 
 
 def local_weights(settings: Settings, preset: Preset) -> Path | None:
@@ -52,15 +54,15 @@ def gpu_available() -> bool:
 
 
 def resolve(settings: Settings) -> dict[str, str]:
-    """Model id -> "motion", a preset name or a "module:Class": ``auto`` decided, and each preset in
-    use also served under its own model id."""
+    """Model id -> "motion", "instant", a preset name or a "module:Class": ``auto`` decided, and each
+    preset in use also served under its own model id."""
     out: dict[str, str] = {}
     for model_id, name in settings.engines.items():
         if name == "auto":
             name = _auto(settings)
-        elif name != "motion" and name not in PRESETS and not is_import_path(name):
-            raise ValueError(f"OPENI2V_ENGINES: unknown engine {name!r} for model {model_id}; choose motion, auto, "
-                             f"a class as module:Class, or one of {', '.join(PRESETS)}")
+        elif name not in CPU_ENGINES and name not in PRESETS and not is_import_path(name):
+            raise ValueError(f"OPENI2V_ENGINES: unknown engine {name!r} for model {model_id}; choose motion, "
+                             f"instant (for tests), auto, a class as module:Class, or one of {', '.join(PRESETS)}")
         out[model_id] = name
     for name in set(out.values()) & set(PRESETS):
         out.setdefault(get_preset(name).model_id, name)
@@ -102,7 +104,7 @@ def check(settings: Settings, models: tuple[str, ...] | None = None) -> None:
     unknown = [m for m in models or () if m not in served]
     if unknown:
         raise ValueError(f"--models: {', '.join(unknown)} not served; OPENI2V_ENGINES serves {', '.join(served)}")
-    for name in {served[m] for m in models or served} - {"motion"}:
+    for name in {served[m] for m in models or served} - set(CPU_ENGINES):
         if is_import_path(name):
             imported_engine(name)
         else:
@@ -138,7 +140,7 @@ class ServedModel:
     """A model id the service takes predictions for, as the API lists it."""
 
     id: str
-    engine: str  # "motion", a preset's name, or "module:Class"
+    engine: str  # "motion", "instant", a preset's name, or "module:Class"
     description: str
 
 
@@ -148,8 +150,8 @@ def served_models(settings: Settings) -> dict[str, ServedModel]:
 
 
 def _describe(name: str) -> str:
-    if name == "motion":
-        return MOTION_DESCRIPTION
+    if name in CPU_ENGINES:
+        return CPU_ENGINES[name]
     if is_import_path(name):
         return f"a custom engine ({name})"
     return get_preset(name).summary
@@ -170,7 +172,7 @@ def build_engines(settings: Settings, models: list[str] | None = None) -> dict[s
 
 
 def _build(settings: Settings, name: str) -> Engine:
-    if name == "motion":
+    if name in CPU_ENGINES:
         return in_process_engine(settings, name)
     if is_import_path(name):
         return imported_engine(name)
@@ -195,6 +197,10 @@ def in_process_engine(settings: Settings, name: str, weights: Path | None = None
         from openi2v.engines.motion import MotionEngine, MotionSettings
 
         return MotionEngine(MotionSettings.from_settings(settings))
+    if name == "instant":
+        from openi2v.engines.instant import InstantEngine
+
+        return InstantEngine.from_settings(settings)
     spec = diffusion_spec(settings, name, weights)
     return spec.factory(**spec.kwargs)
 

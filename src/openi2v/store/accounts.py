@@ -20,6 +20,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+_SCENARIO = select(api_keys.c.scenario).where(api_keys.c.id == bindparam("id"))
 _LIVE_KEY = select(api_keys.c.id).where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
 
 
@@ -31,18 +32,21 @@ class KeyInfo:
     created_at: float
     revoked: bool
     balance_micros: int
+    scenario: str | None
 
 
 class AccountStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create_key(self, name: str = "", balance_micros: int = 0) -> tuple[int, str]:
-        """Return (key id, the key in clear). The clear key is shown once and never stored."""
+    def create_key(self, name: str = "", balance_micros: int = 0, scenario: str | None = None) -> tuple[int, str]:
+        """Return (key id, the key in clear). The clear key is shown once and never stored. ``scenario``: a
+        checked SPEC its predictions follow (domain/scenarios.py)."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         with self.db.write() as conn:
             key_id = conn.execute(
-                insert(api_keys).values(name=name, prefix=key[:12], key_hash=hash_key(key), created_at=now())
+                insert(api_keys).values(name=name, prefix=key[:12], key_hash=hash_key(key), created_at=now(),
+                                        scenario=scenario)
             ).inserted_primary_key[0]
             if balance_micros:
                 conn.execute(insert(ledger).values(
@@ -57,6 +61,16 @@ class AccountStore:
         if row is None:
             raise Unauthorized("Unauthorized: invalid API key")
         return row["id"]
+
+    def scenario(self, key_id: int) -> str | None:
+        """The scenario SPEC a key's predictions follow; None: they are real."""
+        row = self.db.fetch_one(_SCENARIO, id=key_id)
+        return row["scenario"] if row else None
+
+    def set_scenario(self, key_id: int, scenario: str | None) -> None:
+        """From the next submit on (the predictions already made keep their plans)."""
+        with self.db.write() as conn:
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(scenario=scenario))
 
     def find(self, key_id_or_prefix: str) -> int:
         """A key's id from its id or its prefix (as ``keys list`` shows them)."""
@@ -122,4 +136,4 @@ class AccountStore:
         with self.db.read() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.id)).all()
             return [KeyInfo(r.id, r.name, r.prefix, r.created_at, r.revoked_at is not None,
-                            self.balance(r.id, conn)) for r in rows]
+                            self.balance(r.id, conn), r.scenario) for r in rows]

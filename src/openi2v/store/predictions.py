@@ -17,6 +17,7 @@ workers claim at once), so the limits hold across API processes and workers on a
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, u
 from openi2v import metrics
 from openi2v.domain.limits import Limits
 from openi2v.domain.prediction import OPEN, Outcome, Prediction, Status, can_move, expiry
+from openi2v.domain.scenarios import Plan
 from openi2v.errors import Conflict, InsufficientBalance, NotFound, Unauthorized
 from openi2v.store.accounts import AccountStore
 from openi2v.store.database import Database, insert_once, lock, now
@@ -51,6 +53,7 @@ def _keys_at(limit: int):
 
 
 PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
+EXHAUSTED_CHECK_S = 5.0  # how often a claiming worker fails the jobs whose workers died on every attempt
 CLAIM_TRIES = 4  # keys found at their running limit while claiming, passed over before giving up a round
 IDEMPOTENCY_S = 24 * 3600  # how long an Idempotency-Key names its prediction
 
@@ -71,6 +74,7 @@ class PredictionStore:
         self.limits = limits
         self.retention_s = retention_s  # an ended prediction's files expire this long after (0: never)
         self._accounts = AccountStore(db)
+        self._exhausted_at = -math.inf  # when this store last failed the jobs that ran out of attempts
         self._queued_before = _QUEUED_BEFORE
         if limits.running:  # the predictions of another key at its running limit are passed over
             self._queued_before = _QUEUED_BEFORE.where(or_(
@@ -84,18 +88,20 @@ class PredictionStore:
 
     def create(self, api_key_id: int, model: str, inputs: dict, seed: int, price_micros: int,
                base64_output: bool = False, webhook: dict[str, str] | None = None,
-               idempotency: Idempotency | None = None, uploads: tuple[str, ...] = ()) -> Prediction:
+               idempotency: Idempotency | None = None, uploads: tuple[str, ...] = (), plan: Plan = Plan()) -> Prediction:
         """Insert a queued prediction if the key can afford it (its quote is held until it ends).
 
         With ``idempotency``, a key already used in the last ``IDEMPOTENCY_S`` returns the prediction
         it made (the same request) or is a Conflict (another request); submits of one API key are
         serialised here, so concurrent identical submits make exactly one prediction. ``uploads``: the
-        tokens of the uploads its inputs name, kept while it is open (``store/retention.py``)."""
+        tokens of the uploads its inputs name, kept while it is open (``store/retention.py``). ``plan``: what a
+        scenario decided for it (held in the queue ``plan.queue_s`` before a worker may start it)."""
+        t = now()
         row = dict(
             id=secrets.token_hex(16), api_key_id=api_key_id, model=model, status=Status.CREATED.value,
             inputs=inputs, seed=seed, base64_output=base64_output, price_micros=price_micros,
-            created_at=now(), outputs=[], nsfw=[], error="", inference_ms=0, progress=0, details={}, attempts=0,
-            webhook=webhook,
+            created_at=t, outputs=[], nsfw=[], error="", inference_ms=0, progress=0, details={}, attempts=0,
+            webhook=webhook, scenario=plan.to_json() or None, not_before=t + plan.queue_s if plan.queue_s else None,
         )
         with self.db.write() as conn:
             # Touching the key row serialises submits of one key on every dialect; a key revoked since the
@@ -206,10 +212,12 @@ class PredictionStore:
 
     def queue_position(self, p: Prediction) -> int:
         """An estimate of how many queued predictions start before this one (0: none): those submitted
-        earlier, but not those of another key running all it may at once (workers pass them over)."""
+        earlier, but not those of another key running all it may at once (workers pass them over). One held
+        by a scenario counts down its remaining seconds instead, when that is more."""
         if p.status is not Status.CREATED:
             return 0
-        return self.db.fetch_one(self._queued_before, created_at=p.created_at, key=p.api_key_id)["n"]
+        ahead = self.db.fetch_one(self._queued_before, created_at=p.created_at, key=p.api_key_id)["n"]
+        return max(ahead, math.ceil(p.not_before - now())) if p.not_before else ahead
 
     def history(self, api_key_id: int, page: int, page_size: int, model: str | None = None,
                 status: str | None = None, created_after: float | None = None,
@@ -235,12 +243,15 @@ class PredictionStore:
         """Atomically take the oldest queued job (or one whose lease expired) for these models,
         passing over keys that run all they may at once."""
         t = now()
-        self._fail_exhausted(t)
+        if t - self._exhausted_at >= EXHAUSTED_CHECK_S:  # not on every poll: half an idle poll's queries
+            self._exhausted_at = t
+            self._fail_exhausted(t)
         claimable = or_(
             _QUEUED,
             and_(_RUNNING, predictions.c.lease_expires_at < t, predictions.c.attempts < self.max_attempts),
         )
-        where = [claimable, predictions.c.model.in_(models)]
+        held = predictions.c.not_before > t  # a scenario holds it in the queue until then
+        where = [claimable, predictions.c.model.in_(models), or_(predictions.c.not_before.is_(None), ~held)]
         limit = self.limits.running
         if limit:  # a lost lease claimed again adds no running job: it is never held back
             where.append(or_(_RUNNING, predictions.c.api_key_id.notin_(_keys_at(limit))))
@@ -266,6 +277,21 @@ class PredictionStore:
         lock(conn, api_keys, api_keys.c.id == key_id)
         running = select(func.count()).select_from(predictions).where(predictions.c.api_key_id == key_id, _RUNNING)
         return conn.execute(running).scalar_one() >= self.limits.running
+
+    def take_poll_error(self, p: Prediction) -> int | None:
+        """A poll its scenario answers with a transient error: which one (1, 2, ...), or None once the
+        plan's ``poll_errors`` are spent. Counted in the row, so it holds across API processes."""
+        if not p.scenario or p.scenario.get("polls_failed", 0) >= p.scenario.get("poll_errors", 0):
+            return None  # the common case: decided on the row already read, no write
+        with self.db.write() as conn:
+            plan = conn.execute(select(predictions.c.scenario).where(predictions.c.id == p.id)
+                                .with_for_update()).scalar_one()
+            failed = plan.get("polls_failed", 0) + 1
+            if failed > plan.get("poll_errors", 0):
+                return None
+            conn.execute(update(predictions).where(predictions.c.id == p.id)
+                         .values(scenario={**plan, "polls_failed": failed}))
+        return failed
 
     def heartbeat(self, prediction_id: str, owner: str, lease_s: float, progress: int) -> bool:
         """Extend the lease and record progress; False means the lease was lost."""

@@ -23,6 +23,7 @@ api_keys = Table(
     Column("touched_at", Float),
     Column("webhook_secret", String(64)),  # "whsec_..."; made on first use
     Column("rate_tat_us", BigInteger),  # submits-per-minute state, microseconds (domain/limits.py's GCRA)
+    Column("scenario", Text),  # a scenario SPEC its predictions follow (domain/scenarios.py); None: real
 )
 
 predictions = Table(
@@ -51,6 +52,8 @@ predictions = Table(
     Column("webhook", JSON),  # {"url": where to POST the result, "base": the API's base URL at submit}
     Column("expires_at", Float),  # when its files are swept (set when it ends; None: kept for ever)
     Column("swept_at", Float),  # when retention removed its files
+    Column("scenario", JSON),  # what a scenario decided for it (domain/scenarios.py's Plan); None: nothing
+    Column("not_before", Float),  # held in the queue until then (a scenario's queue time)
     Index("ix_predictions_queue", "status", "created_at"),
     Index("ix_predictions_owner", "api_key_id", "created_at"),
     Index("ix_predictions_sweep", "swept_at", "expires_at"),

@@ -69,6 +69,10 @@ async function refreshQuote() {
     ]);
     quote.innerHTML = "";
     quote.append("Price ", bold(usd(price.price)), ` for ${duration} s · Balance `, bold(usd(balance.balance)));
+    const label = $("scenario");  // a test key: its outcomes are simulated, and must not pass for real ones
+    label.hidden = !balance.scenario;
+    label.textContent = balance.scenario
+      ? `Test key: every prediction follows the scenario “${balance.scenario}”; its outcomes are simulated.` : "";
     $("error-api-key").textContent = "";
   } catch (e) {
     quote.textContent = "Price and balance unavailable.";
@@ -166,7 +170,12 @@ async function follow(prediction) {
   while (p.status === "created" || p.status === "processing") {
     await new Promise((r) => setTimeout(r, POLL_MS));
     if (ticket !== following) return;
-    p = await api(`/api/v3/predictions/${p.id}/result`);
+    try {
+      p = await api(`/api/v3/predictions/${p.id}/result`);
+    } catch (e) {
+      if (e.status === 429 || e.status === 503) continue;  // transient: poll again, as the SDKs do
+      throw e;
+    }
     if (ticket !== following) return;
     render(p);
   }
@@ -192,6 +201,12 @@ function render(p) {
   state.firstChild.textContent = p.status === "created" ? "queued" : p.status;
   state.lastChild.textContent = p.id;
   status.append(state);
+  if (p.scenario) {
+    const simulated = document.createElement("p");
+    simulated.className = "simulated";
+    simulated.textContent = "Simulated by a scenario: not a real outcome.";
+    status.append(simulated);
+  }
   if (p.status === "created" || p.status === "processing") {
     const line = document.createElement("p");
     line.className = "muted";

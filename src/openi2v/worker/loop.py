@@ -23,6 +23,7 @@ from openi2v import logs, metrics, storage
 from openi2v.config import Settings
 from openi2v.domain.inputs import MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, check_audio, check_image
 from openi2v.domain.prediction import Outcome, Prediction, Status
+from openi2v.domain.scenarios import Plan, SimulatedFailure
 from openi2v.engines.base import Cancelled, Engine, EngineJob
 from openi2v.errors import ContentBlocked, EngineError, OpenI2VError, StorageError
 from openi2v.media.images import MediaFetcher
@@ -130,14 +131,20 @@ class Worker:
     def _generate(self, p: Prediction, work: Path, beat: "_Heartbeat") -> Outcome:
         job = self._engine_job(p, work)
         engine = self.engines[p.model]
+        cancelled = lambda: beat.cancelled() or self._handing_back()  # noqa: E731
         started = time.perf_counter()
-        result = engine.run(job, beat.report, lambda: beat.cancelled() or self._handing_back())
+        plan = Plan.from_json(p.scenario)
+        if plan.render_s:
+            _take_time(plan.render_s, beat.report, cancelled)
+        if plan.fail:
+            raise SimulatedFailure(plan.error, plan.code)
+        result = engine.run(job, beat.report, cancelled)
         inference_s = time.perf_counter() - started
         inference_ms = int(round(inference_s * 1000))
         metrics.INFERENCE.labels(p.model).observe(inference_s)
         if result.gpu_peak_bytes is not None:
             metrics.GPU_MEMORY.labels(self.settings.device).set(result.gpu_peak_bytes)
-        nsfw = self._nsfw(job, result.video)
+        nsfw = plan.nsfw or self._nsfw(job, result.video, getattr(engine, "nsfw_input_only", False))
         if nsfw and self.settings.nsfw_policy == "block":
             raise ContentBlocked("the output was flagged by the NSFW checker and blocked by this server's policy")
         video = self.storage.save_output(result.video, f"{p.id}.mp4")
@@ -159,9 +166,13 @@ class Worker:
                          guidance_scale=float(inputs.get("guidance_scale", 0.5)), duration=int(inputs["duration"]),
                          seed=p.seed, out_dir=work, last_image=last_image, audio=audio)
 
-    def _nsfw(self, job: EngineJob, video: Path) -> bool:
+    def _nsfw(self, job: EngineJob, video: Path, input_only: bool) -> bool:
+        """The NSFW check on the input and two frames of the output; on the input alone for an engine
+        whose frames show only the input's pixels at a size too small to show more (``instant``)."""
         import numpy as np
 
+        if input_only:
+            return self.safety.any_nsfw([np.asarray(job.image)])
         frames = read_frames(video)
         sample = [np.asarray(job.image)] + [frames[len(frames) // 2], frames[-1]]
         return self.safety.any_nsfw(sample)
@@ -170,6 +181,16 @@ class Worker:
         path = self.settings.data_dir / "work"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _take_time(seconds: float, progress, cancelled) -> None:
+    """A scenario's render time: progress moving to 90 %, a cancel seen within a tenth of a second."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if cancelled():
+            raise Cancelled()
+        progress(0.9 * (1 - left / seconds))
+        time.sleep(min(0.1, left))
 
 
 class _Heartbeat:

@@ -18,7 +18,12 @@ router = APIRouter()
 
 @router.get("/api/v3/balance")
 def balance(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
-    return envelope({"balance": to_usd(ctx(request).accounts.balance(key_id)), "currency": "USD"})
+    """As hosted; ours: ``scenario``, when the key's predictions are simulated (the playground labels it)."""
+    accounts = ctx(request).accounts
+    data = {"balance": to_usd(accounts.balance(key_id)), "currency": "USD"}
+    if scenario := accounts.scenario(key_id):
+        data["scenario"] = scenario
+    return envelope(data)
 
 
 @router.get("/api/v3/account/balance")

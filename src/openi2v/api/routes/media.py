@@ -1,4 +1,4 @@
-"""Uploads (ticket + PUT, and legacy multipart) and the public file URLs."""
+"""Uploads (ticket + PUT, and multipart at two paths) and the public file URLs."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from openi2v.api import headers
 from openi2v.api.bodies import json_body
 from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, iso
-from openi2v.domain.inputs import parse_content_type
+from openi2v.domain.inputs import check_upload, parse_content_type
 from openi2v.errors import Gone, InvalidInput, NotFound, PayloadTooLarge
-from openi2v.media.filetypes import OCTET_STREAM, file_type
+from openi2v.media.filetypes import HEAD_BYTES, OCTET_STREAM, file_type
 from openi2v.storage import OUTPUTS, UPLOADS, checked_key, safe_name, upload_key
 from openi2v.store import Upload
 
@@ -62,17 +62,34 @@ async def put_upload(token: str, request: Request) -> JSONResponse:
 
 @router.post("/api/v3/media/upload/binary", openapi_extra=MULTIPART_SCHEMA)
 async def upload_binary(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
-    """The legacy multipart upload: one part named ``file``. The form is parsed here rather than by
-    FastAPI, whose parse errors (an over-long body among them) all become one 400."""
+    """The legacy multipart upload: one part named ``file``."""
+    return envelope(await _multipart(request, key_id))
+
+
+@router.post("/api/v3/upload", openapi_extra=MULTIPART_SCHEMA)
+async def upload(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
+    """The same upload at the path of the hosted docs' newer page, which answers ``data.url``."""
+    data = await _multipart(request, key_id)
+    return envelope({"url": data["download_url"], **data})
+
+
+async def _multipart(request: Request, key_id: int) -> dict:
+    """Store the part named ``file``: not empty, and within the hosted limit of its type (judged by its
+    bytes: ``check_upload``). The form is parsed here rather than by FastAPI, whose parse errors (an
+    over-long body among them) all become one 400."""
     c = ctx(request)
     async with request.form(max_files=1, max_fields=8) as form:
         file = form.get("file")
         if not isinstance(file, UploadFile):
             raise InvalidInput("file", "is required: a multipart/form-data part named file")
+        head = await file.read(HEAD_BYTES)
+        await file.seek(0)
+        # Starlette's parser counts the part's bytes (file.size): judged before anything is stored
+        check_upload(head, file.size, c.settings.max_upload_mb * 2**20)
         return await _store_binary(c, request, key_id, file)
 
 
-async def _store_binary(c: Context, request: Request, key_id: int, file: UploadFile) -> JSONResponse:
+async def _store_binary(c: Context, request: Request, key_id: int, file: UploadFile) -> dict:
     content_type = _content_type(file.content_type, file.filename or "")
     upload = await run_in_threadpool(c.uploads.create, key_id, safe_name(file.filename or "upload"), content_type,
                                      0, 0, True)
@@ -81,7 +98,7 @@ async def _store_binary(c: Context, request: Request, key_id: int, file: UploadF
     await run_in_threadpool(c.uploads.set_size, upload.token, size)
     data = _upload_data(upload, c.base_url(request))
     data["size"] = size
-    return envelope(data)
+    return data
 
 
 async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:

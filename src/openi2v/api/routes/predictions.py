@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -21,9 +20,10 @@ from openi2v.api.schemas import envelope, iso, prediction_data
 from openi2v.domain.billing import price_micros
 from openi2v.domain.inputs import (MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, MEDIA_FIELDS, VideoRequest, check_audio,
                                    check_url, inspect_image, optional_str, parse_flag, parse_idempotency_key,
-                                   parse_ids, parse_request)
+                                   int_field, parse_ids, parse_request, time_field)
 from openi2v.domain.prediction import Prediction, Status
-from openi2v.errors import InvalidInput, NotFound, StorageError
+from openi2v.domain.scenarios import plan_for
+from openi2v.errors import InvalidInput, NotFound, StorageError, TooManyRequests, Unavailable
 from openi2v.media.filetypes import HEAD_BYTES, sniff
 from openi2v.media.images import own_upload
 from openi2v.storage import parse_key, upload_key
@@ -40,7 +40,17 @@ HISTORY_STATUSES = (*(s.value for s in Status), "timeout")
 @router.get("/api/v3/predictions/{prediction_id}")
 async def get_prediction(prediction_id: str, request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     c = ctx(request)
-    return envelope(await _data(c, request, await c.read(c.predictions.get, prediction_id, key_id)))
+    p = await c.read(c.predictions.get, prediction_id, key_id)
+    if p.scenario and (n := await run_in_threadpool(c.predictions.take_poll_error, p)):
+        raise _transient_error(n)
+    return envelope(await _data(c, request, p))
+
+
+def _transient_error(n: int) -> Unavailable | TooManyRequests:
+    """A scenario's failed poll: 503 then 429, in turn (the official SDKs retry both)."""
+    if n % 2:
+        return Unavailable("service temporarily unavailable (simulated by a scenario): retry")
+    return TooManyRequests("rate limit exceeded (simulated by a scenario): retry", 1)
 
 
 @router.get("/api/v3/{path:path}", include_in_schema=False)
@@ -52,15 +62,15 @@ async def unknown(path: str) -> None:
 @router.post("/api/v3/predictions")
 async def history(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     body = await json_body(request, required=False)
-    page = _int_field(body, "page", 1, 1, 10**6)
-    page_size = _int_field(body, "page_size", 20, 1, 100)
+    page = int_field(body, "page", 1, 1, 10**6)
+    page_size = int_field(body, "page_size", 20, 1, 100)
     status = optional_str(body, "status")
     if status is not None and status not in HISTORY_STATUSES:
         raise InvalidInput("status", f"must be one of {', '.join(HISTORY_STATUSES)}")
     c = ctx(request)
     total, items = await run_in_threadpool(
         c.predictions.history, key_id, page, page_size, optional_str(body, "model"), status,
-        _time_field(body, "created_after"), _time_field(body, "created_before"))
+        time_field(body, "created_after"), time_field(body, "created_before"))
     base = c.base_url(request)
     return envelope({"page": page, "page_size": page_size, "total": total,
                      "items": [prediction_data(p, base, c.storage) for p in items]})
@@ -108,10 +118,13 @@ async def submit(model_path: str, request: Request, key_id: int = Depends(api_ke
     p = idempotency and await run_in_threadpool(c.predictions.replayed, key_id, idempotency)
     if not p:
         await c.read(c.predictions.check_limits, key_id)  # a 429 before the media work, not after it
+        plan = plan_for(req.seed, await c.read(c.accounts.scenario, key_id), c.settings.sandbox)
+        if plan.submit_429:
+            raise TooManyRequests("rate limit exceeded (simulated by a scenario)", 1)
         inputs, uploads = await run_in_threadpool(_store_local_media, c, key_id, req)
         price = price_micros(c.settings.price_for(model_path), req.duration)
         p = await run_in_threadpool(c.predictions.create, key_id, model_path, inputs, req.seed, price,
-                                    base64_output, webhook, idempotency, uploads)
+                                    base64_output, webhook, idempotency, uploads, plan)
     if sync:
         return await _wait(c, request, p)
     return envelope(await _data(c, request, p))
@@ -191,27 +204,8 @@ def _webhook(c: Context, request: Request, base64_output: bool) -> dict[str, str
     if not url:
         return None
     if base64_output:
-        raise InvalidInput("webhook", "webhook callback does not support base64 output, please use the normal API "
-                                      "to use base64 output")
+        rule = "webhook callback does not support base64 output, please use the normal API to use base64 output"
+        raise InvalidInput("webhook", rule, error=rule)  # the hosted body's "error" text, beside our message
     check_url("webhook", url)
     return {"url": url, "base": c.base_url(request)}
 
-
-def _int_field(body: dict, field: str, default: int, lo: int, hi: int) -> int:
-    value = body.get(field, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidInput(field, f"must be an integer between {lo} and {hi}")
-    return value
-
-
-def _time_field(body: dict, field: str) -> float | None:
-    value = body.get(field)
-    if value in (None, ""):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidInput(field, "must be an ISO-8601 time such as 2025-05-18T06:00:00Z") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.timestamp()
