@@ -101,13 +101,11 @@ CASES = [  # (name, bytes, served type): the name never decides
     ("sound.m4a", audio("ipod", "aac"), "audio/mp4"),
     ("x.gif", b"GIF89a\x01\x00\x01\x00", OCTET),  # an image, but not one this API accepts
     ("x.heic", b"\0\0\0\x18ftypheic\0\0\0\0", OCTET),  # an ISO file that is no MP4 we serve
-    ("empty.png", b"", OCTET),
+    ("one-byte.png", b"\x89", OCTET),
 ]
 
-
-# an empty multipart upload is a 400 (tests/integration/test_hosted_edges.py); by ticket it is served
-UPLOADS = [(upload, *case) for case in CASES for upload in (upload_ticket, upload_binary)
-           if case[1] or upload is upload_ticket]
+# (an empty upload is a 400 either way: tests/integration/test_hosted_edges.py)
+UPLOADS = [(upload, *case) for case in CASES for upload in (upload_ticket, upload_binary)]
 
 
 @pytest.mark.parametrize("upload,name,data,served", UPLOADS, ids=[f"{n}-{s}-{u.__name__}" for u, n, _, s in UPLOADS])

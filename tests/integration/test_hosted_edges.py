@@ -302,3 +302,15 @@ def test_the_trusted_proxies_are_a_setting_of_ips_and_cidrs(settings):
 def test_a_malformed_trusted_proxy_list_is_refused_with_the_entry():
     with pytest.raises(ValidationError, match=r"forwarded_allow_ips\n  Value error, 'localhost' is not an IP address"):
         Settings(forwarded_allow_ips="127.0.0.1,localhost")
+
+
+@pytest.mark.parametrize("data, status, message", [
+    (b"", 400, "file: is empty"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(20 * 2**20 - 7), 413,
+     "file: an image must be at most 20 MB (20,971,520 bytes; got 20,971,521)"),
+])
+def test_a_ticket_upload_is_held_to_the_multipart_rules_and_kept_only_when_it_passes(api, data, status, message):
+    t = api.client.post("/api/v3/media/uploads", json={"filename": "in.png"}, headers=api.h()).json()["data"]
+    put = api.client.put(t["upload"]["url"].replace("http://testserver", ""), content=data)
+    assert put.status_code == status and put.json()["message"] == message
+    assert api.client.get(t["download_url"].replace("http://testserver", "")).status_code == 404  # not kept

@@ -53,9 +53,14 @@ async def put_upload(token: str, request: Request) -> JSONResponse:
     """The capability URL: no key; single use; expires."""
     c = ctx(request)
     upload = await run_in_threadpool(c.uploads.consume_ticket, token)
-    # stored as it arrives; the cap holds with or without a Content-Length
-    size = await c.storage.receive(upload_key(upload.token, upload.filename), request.stream(),
-                                   c.settings.max_upload_mb * 2**20)
+    key, max_bytes = upload_key(upload.token, upload.filename), c.settings.max_upload_mb * 2**20
+    # stored as it arrives (the cap holds with or without a Content-Length), then judged as a multipart one
+    size = await c.storage.receive(key, request.stream(), max_bytes)
+    try:
+        check_upload(await run_in_threadpool(c.storage.read, key, HEAD_BYTES - 1) or b"", size, max_bytes)
+    except (InvalidInput, PayloadTooLarge):
+        await run_in_threadpool(c.storage.delete, key)
+        raise
     await run_in_threadpool(c.uploads.set_size, token, size)
     return envelope({"download_url": _upload_data(upload, c.base_url(request))["download_url"], "size": size})
 
