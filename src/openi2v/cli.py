@@ -128,6 +128,9 @@ def _servable_settings(run_engines: bool | tuple[str, ...] | None = None, **over
         settings = _settings(**overrides)
         settings.engines = registry.resolve(settings)
         os.environ["OPENI2V_ENGINES"] = json.dumps(settings.engines)
+        from openi2v.storage import from_settings
+
+        from_settings(settings)  # a bucket it cannot sign for: one line now, not a traceback in each process
         if run_engines is None:
             run_engines = settings.workers > 0
         if run_engines:

@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     @classmethod
     def _s3_has_a_bucket(cls, value: str, info: ValidationInfo) -> str:
         if info.data.get("storage") == "s3" and not value:
-            raise ValueError("must be set when OPENI2V_STORAGE is s3")
+            raise ValueError("must be set for s3 storage (OPENI2V_STORAGE=s3)")
         return value
 
     @field_validator("forwarded_allow_ips")

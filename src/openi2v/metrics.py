@@ -100,14 +100,17 @@ class StoreCollector(Collector):
 
 
 def readiness(db: "Database") -> str | None:
-    """Why this process cannot serve yet (the database does not answer, or its schema is not the
-    one this code needs: run ``openi2v migrate``), or None when it can."""
+    """Why this process cannot serve yet (the database does not answer, or its schema is behind the one
+    this code needs: run ``openi2v migrate``), or None when it can. A schema ahead of this code (a
+    revision it does not know: ``migrate`` ran for the next release, which is rolling out) is ready:
+    migrations add, so the replicas still running this release keep serving meanwhile."""
     try:
         current = db.revision()
     except Exception as exc:  # whatever the driver raised: the operator reads the type, never a secret
         return f"the database does not answer ({type(exc).__name__})"
-    if current != db.head_revision():
-        return f"the database schema is at {current or 'nothing'}, not {db.head_revision()}: run `openi2v migrate`"
+    head = db.head_revision()
+    if current is None or (current != head and current in db.known_revisions()):
+        return f"the database schema is at {current or 'nothing'}, not {head}: run `openi2v migrate`"
     return None
 
 

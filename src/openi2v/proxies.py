@@ -7,8 +7,11 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-# What X-Forwarded-Host may say: a host name or an IP (IPv6 in brackets), and a port; X-Forwarded-Proto.
-FORWARDED_HOST = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+# What Host and X-Forwarded-Host may say: a host name or an IP (IPv6 in brackets), and a port 1-65535;
+# X-Forwarded-Proto.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+FORWARDED_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]{{2,45}}\])(?::{_PORT})?")
 FORWARDED_PROTO = re.compile(r"https?", re.IGNORECASE)
 
 
@@ -59,4 +62,9 @@ def forwarded(value: str | None, form: re.Pattern) -> str | None:
     if not value:
         return None
     last = value.rsplit(",", 1)[-1].strip()
-    return last if form.fullmatch(last) else None
+    return last if len(last) <= 260 and form.fullmatch(last) else None
+
+
+def host(value: str | None) -> str | None:
+    """A Host header when it is a host and a port, nothing more (no path, query or user); else None."""
+    return value if value and len(value) <= 260 and FORWARDED_HOST.fullmatch(value) else None

@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
@@ -26,11 +27,13 @@ def die_with_parent() -> None:
 def use_metrics_dir() -> None:
     """Before ``serve`` or ``worker`` starts its processes (and before prometheus-client is imported,
     which reads it then): the directory where every process writes its metrics, for a scrape to add
-    up (metrics.py). The operator's ``PROMETHEUS_MULTIPROC_DIR``, emptied, or a new temporary one."""
+    up (metrics.py). The operator's ``PROMETHEUS_MULTIPROC_DIR``, rid of the figures a previous run left
+    (its ``*.db`` files, nothing else), or a new temporary one, removed at exit."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
-        shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path, exist_ok=True)
+        for old in Path(path).glob("*.db"):
+            old.unlink(missing_ok=True)
     else:
         path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="openi2v-metrics-")
         atexit.register(shutil.rmtree, path, ignore_errors=True)

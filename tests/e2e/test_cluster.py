@@ -64,7 +64,8 @@ def test_two_apis_and_three_workers_share_only_the_database_and_the_bucket(tmp_p
         assert sorted(rows["charges"]) == sorted(ids)  # one charge per prediction: none twice, none missed
         assert all(amount == -round(PRICE * 1e6) for amount in rows["amounts"])
         attempts = {pid: rows["attempts"][pid] for pid in rendering}
-        assert sum(n >= 2 for n in attempts.values()) >= 2, attempts  # the killed and the stopped worker's
+        # the killed worker's job ran again; the stopped worker's was handed back with its attempt given back
+        assert sum(n >= 2 for n in attempts.values()) >= 1, attempts
         outputs = {k for pid in ids for k in rows["outputs"][pid]}
         assert {n.removeprefix("cluster/") for n in s3_bucket.names() if "/files/" in f"/{n}"} == outputs
         for data_dir in tmp_path.iterdir():  # nothing of a prediction on any machine's own disk

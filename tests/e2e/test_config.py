@@ -21,6 +21,8 @@ def serve(tmp_path, *python: str, **settings: str) -> str:
     """Run `openi2v serve` (after ``python`` statements, if any) and return its one line on stderr,
     asserting it failed and printed nothing on stdout: no banner, so nothing was started."""
     env = env_for(tmp_path, HF_HOME=str(tmp_path / "hf"), **settings)  # an empty Hugging Face cache
+    for name in [n for n in env if n.startswith("AWS_") and n not in settings]:  # boto3's chain: only what is given
+        del env[name]
     argv = ["serve", "--port", str(free_port())]
     cmd = [sys.executable, "-c", "; ".join([*python, "from openi2v.cli import app", f"app({argv!r})"])]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)  # the timeout: a hang guard
@@ -46,9 +48,18 @@ def test_an_unknown_engine_is_named(tmp_path):
     ("OPENI2V_AUTO_PRESET", "wan9", "error: OPENI2V_AUTO_PRESET: unknown preset 'wan9'"),
     ("OPENI2V_DATABASE_URL", "not a url", "error: OPENI2V_DATABASE_URL: ArgumentError: Could not parse"),
     ("OPENI2V_DATA_DIR", "/dev/null/data", "error: OPENI2V_DATA_DIR: [Errno 20] Not a directory"),
+    ("OPENI2V_STORAGE", "s3", "error: OPENI2V_S3_BUCKET: value error, must be set for s3 storage"),
+    ("OPENI2V_FORWARDED_ALLOW_IPS", "10.0.0.1/8", "error: OPENI2V_FORWARDED_ALLOW_IPS: value error, '10.0.0.1/8' is"),
 ])
 def test_a_malformed_setting_is_named(tmp_path, variable, value, message):
     assert serve(tmp_path, **{variable: value}).startswith(message)
+
+
+def test_a_bucket_without_credentials_to_sign_with_is_named(tmp_path):
+    line = serve(tmp_path, OPENI2V_STORAGE="s3", OPENI2V_S3_BUCKET="videos", AWS_CONFIG_FILE="/dev/null",
+                 AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+    assert line == ("error: OPENI2V_STORAGE: s3, but cannot sign URLs for the bucket (NoCredentialsError): give "
+                    "boto3 credentials (AWS_ACCESS_KEY_ID..., a profile or a role)")
 
 
 @pytest.mark.parametrize("path,reason", [

@@ -40,3 +40,26 @@ def test_two_servers_at_once_share_nothing_and_leave_nothing():
         assert not server.data_dir.exists()
         with pytest.raises(httpx.ConnectError):
             httpx.get(server.url + "/healthz")
+
+
+def test_the_environment_never_reaches_the_test_server(monkeypatch, tmp_path):
+    """A developer's own OPENI2V_* settings (their database, say) are not the test server's."""
+    monkeypatch.setenv("OPENI2V_DATABASE_URL", f"sqlite:///{tmp_path / 'production.db'}")
+    monkeypatch.setenv("OPENI2V_PUBLIC_URL", "https://production.example")
+    with TestServer() as server:
+        r = httpx.post(f"{server.url}/api/v3/{KLING_MODEL}", headers={"Authorization": f"Bearer {server.key}"},
+                       json={"image": pictures.data_uri(400, 300), "prompt": "pan left"})
+        assert r.json()["data"]["urls"]["get"].startswith(server.url)
+    assert not (tmp_path / "production.db").exists()
+
+
+def test_a_webhook_to_the_apps_own_receiver_on_this_machine_arrives():
+    from tests.e2e.test_webhooks import Receiver
+
+    receiver = Receiver()
+    with TestServer() as server:
+        r = httpx.post(f"{server.url}/api/v3/{KLING_MODEL}", params={"webhook": receiver.url},
+                       headers={"Authorization": f"Bearer {server.key}"},
+                       json={"image": pictures.data_uri(400, 300), "prompt": "pan left"})
+        (_, body), = receiver.wait(1)
+    assert r.json()["data"]["id"] in body.decode()

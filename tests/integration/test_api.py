@@ -258,3 +258,34 @@ def test_safety_checker_runs_nudenet_on_a_clean_photo():
     import numpy as np
 
     assert SafetyChecker().is_nsfw(np.asarray(pictures.photo(640, 480))) is False
+
+
+def test_storage_that_keeps_failing_fails_the_prediction_after_its_attempts_not_for_ever(api, photo_png, monkeypatch):
+    from openi2v.errors import StorageError
+    from openi2v.worker import loop
+
+    def no_permission(*args):
+        raise StorageError("could not store files/x in the bucket (AccessDenied)")
+
+    monkeypatch.setattr(api.worker.storage, "save_output", no_permission)
+    monkeypatch.setattr(loop, "STORAGE_RETRY_S", 0.0)  # claimable again at once (5 s later otherwise)
+    pid = api.submit({"image": data_uri(photo_png), "prompt": "pan left"}).json()["data"]["id"]
+    for _ in range(api.settings.max_attempts):
+        assert api.worker.run_once()
+    assert not api.worker.run_once()  # nothing left to claim: not a loop
+    d = api.result(pid).json()["data"]
+    assert (d["status"], d["error"], d["code"]) == ("failed", "the result could not be stored", 5000)
+    assert api.balance() == pytest.approx(10.0)  # its quote released, nothing charged
+
+
+def test_a_storage_failure_waits_before_the_next_attempt(api, photo_png, monkeypatch):
+    from openi2v.errors import StorageError
+
+    def no_permission(*args):
+        raise StorageError("could not store files/x in the bucket (AccessDenied)")
+
+    monkeypatch.setattr(api.worker.storage, "save_output", no_permission)
+    pid = api.submit({"image": data_uri(photo_png), "prompt": "pan left"}).json()["data"]["id"]
+    assert api.worker.run_once() and not api.worker.run_once()  # back in the queue, held for STORAGE_RETRY_S
+    d = api.result(pid).json()["data"]
+    assert d["status"] == "created" and d["queue_position"] >= 4

@@ -102,6 +102,7 @@ CASES = [  # (name, bytes, served type): the name never decides
     ("x.gif", b"GIF89a\x01\x00\x01\x00", OCTET),  # an image, but not one this API accepts
     ("x.heic", b"\0\0\0\x18ftypheic\0\0\0\0", OCTET),  # an ISO file that is no MP4 we serve
     ("one-byte.png", b"\x89", OCTET),
+    ("utf16.mp3", "\ufeff<html><script>alert(1)</script>".encode("utf-16-le"), OCTET),  # FF FE: no MPEG frame
 ]
 
 # (an empty upload is a 400 either way: tests/integration/test_hosted_edges.py)

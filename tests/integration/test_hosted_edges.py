@@ -99,7 +99,7 @@ def test_a_key_sees_only_its_own_billings_and_usage(api):
 
 @pytest.mark.parametrize("body, message", [
     ({"page_size": 0}, "page_size: must be an integer between 1 and 100"),
-    ({"page": "2"}, "page: must be an integer between 1 and 1000000"),
+    ({"page": "2"}, "page: must be an integer between 1 and 10000"),
     ({"prediction_uuids": "abc"}, "prediction_uuids: must be a list of 1 to 100 prediction ids"),
     ({"prediction_uuids": [1]}, "prediction_uuids: must be a list of 1 to 100 prediction ids"),
     ({"start_time": "yesterday"}, "start_time: must be an ISO-8601 time such as 2025-05-18T06:00:00Z"),
@@ -314,3 +314,55 @@ def test_a_ticket_upload_is_held_to_the_multipart_rules_and_kept_only_when_it_pa
     put = api.client.put(t["upload"]["url"].replace("http://testserver", ""), content=data)
     assert put.status_code == status and put.json()["message"] == message
     assert api.client.get(t["download_url"].replace("http://testserver", "")).status_code == 404  # not kept
+
+
+@pytest.mark.parametrize("path", ["/api/v3/predictions", "/api/v3/billings/search"])
+def test_listings_page_through_their_first_ten_thousand_entries_only(api, path):
+    assert api.client.post(path, json={"page": 100, "page_size": 100}, headers=api.h()).status_code == 200
+    r = api.client.post(path, json={"page": 101, "page_size": 100}, headers=api.h())
+    assert r.status_code == 400 and r.json()["message"] == (
+        "page: pages reach the first 10,000 entries only (page 101 of 100 starts past them): "
+        "narrow the time range instead")
+
+
+@pytest.mark.parametrize("host", ["evil.com/path?q=", "evil.com@x", "a b", "a:99999", "a..b", "x" * 300])
+def test_a_malformed_host_header_never_shapes_a_url(api, host):
+    r = api.client.post(SUBMIT, json={"image": pictures.data_uri(), "prompt": "pan left"},
+                        headers={**api.h(), "Host": host})
+    assert r.status_code == 200
+    assert r.json()["data"]["urls"]["get"].startswith("http://testserver:80/api/v3/predictions/")  # the server's own
+
+
+def test_a_busy_database_is_a_503_to_retry_not_a_500(api, monkeypatch):
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    def exhausted(*args, **kwargs):
+        raise PoolTimeout("QueuePool limit of size 5 overflow 10 reached")
+
+    monkeypatch.setattr(api.app.state.ctx.usage, "entries", exhausted)
+    r = api.client.post("/api/v3/billings/search", json={}, headers=api.h())
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json() == {"code": 503, "message": "the server is busy: retry", "data": None}
+
+
+def test_a_file_answers_head_as_get_without_the_body(api):
+    url = api.client.post("/api/v3/media/upload/binary", files={"file": ("a.png", pictures.png(), "image/png")},
+                          headers=api.h()).json()["data"]["download_url"].replace("http://testserver", "")
+    head, get = api.client.head(url), api.client.get(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"] == "image/png"
+    assert head.headers["content-length"] == str(len(get.content))
+
+
+def test_a_long_numeric_seed_is_noted_in_brief(api):
+    r = api.submit({"image": pictures.data_uri(), "prompt": "pan left", "seed": "9" * 4000})
+    note = r.json()["data"]["details"]["notes"][0]
+    assert note.startswith('seed: the string "99999') and len(note) < 200
+
+
+def test_a_nul_in_a_filter_never_reaches_the_database(settings, database_url):
+    api = Api(settings.model_copy(update={"database_url": database_url}))
+    r = api.client.post("/api/v3/billings/search", json={"prediction_uuids": ["a\u0000b"]}, headers=api.h())
+    assert r.status_code == 200 and r.json()["data"]["total"] == 0  # no id of ours has one
+    r = api.client.post("/api/v3/predictions", json={"model": "x\u0000"}, headers=api.h())
+    assert r.status_code == 400 and r.json()["message"] == "model: must not contain a NUL character"

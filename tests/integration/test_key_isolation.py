@@ -18,7 +18,7 @@ from tests.integration.test_api import SUBMIT, data_uri
 
 KEYLESS = {  # capability URLs and the health check: the only routes that take no key
     ("GET", "/healthz"), ("GET", "/media/{token}/{filename}"), ("GET", "/files/{token}/{filename}"),
-    ("PUT", "/api/v3/media/uploads/{token}"),
+    ("HEAD", "/media/{token}/{filename}"), ("HEAD", "/files/{token}/{filename}"), ("PUT", "/api/v3/media/uploads/{token}"),
 }
 
 

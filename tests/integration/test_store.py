@@ -113,3 +113,16 @@ def test_a_webhook_is_queued_with_the_end_of_its_prediction_once(database_url):
     assert hooks.claim("s2", 60).attempts == 2  # due again, under a new lease
     hooks.delivered(ok.id)
     assert hooks.claim("s3", 60) is None and hooks.status(ok.id)["delivered_at"] is not None
+
+
+def test_a_job_handed_back_by_a_stopping_worker_keeps_its_attempts(database_url):
+    """A drain is no lost worker: after many rolling restarts the job still has all its attempts."""
+    db, key, store = setup(database_url, max_attempts=2)
+    p = store.create(key, MODEL, {}, 1, 350_000)
+    for _ in range(3):  # more hand-backs than attempts
+        assert store.claim("stopping", [MODEL], 60).attempts == 1
+        assert store.requeue(p.id, "stopping", spent=False)
+    assert store.get(p.id).attempts == 0 and store.get(p.id).status is Status.CREATED
+    assert store.claim("w", [MODEL], 60).attempts == 1
+    assert store.requeue(p.id, "w", spent=True)  # storage failed: that one counts
+    assert store.claim("w2", [MODEL], 60).attempts == 2

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -25,7 +26,8 @@ from openi2v.api.context import Context
 from openi2v.api.routes import account, media, predictions, usage
 from openi2v.api.schemas import V3Response
 from openi2v.config import Settings
-from openi2v.errors import InvalidInput, OpenI2VError
+from openi2v.errors import InvalidInput, OpenI2VError, Unavailable
+from openi2v.logs import setup_logging
 from openi2v.store import Database
 from openi2v.sweeper import Sweeper
 from openi2v.system import die_with_parent
@@ -65,8 +67,15 @@ def create_app(settings: Settings) -> FastAPI:
     _add_operations(app, context)
     _add_playground(app, settings, context.storage.origin)
     _add_error_handlers(app)
-    # Everything built so far lives as long as the process: keep it out of the cyclic
-    # GC's scans, which otherwise grow with it and show up as latency spikes.
+    return app
+
+
+def serving_app(settings: Settings) -> FastAPI:
+    """The app of a process that serves it until it exits (``openi2v serve``): logging as configured,
+    and everything built so far kept out of the cyclic GC's scans, which otherwise grow with it and
+    show up as latency spikes (not in ``create_app``: a test suite's servers come and go)."""
+    setup_logging(settings)
+    app = create_app(settings)
     gc.freeze()
     return app
 
@@ -77,7 +86,7 @@ def app_from_env() -> FastAPI:
 
     if multiprocessing.parent_process() is not None:
         die_with_parent()  # a process of uvicorn's supervisor: never outlive it
-    return create_app(Settings())
+    return serving_app(Settings())
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, error: str | None = None) -> JSONResponse:
@@ -94,6 +103,13 @@ def _add_error_handlers(app: FastAPI) -> None:
             log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
             return _error(exc.status_code, "internal server error")
         return _error(exc.status_code, exc.message, exc.headers, exc.error)
+
+    @app.exception_handler(SQLAlchemyTimeout)
+    async def _busy(request: Request, exc: SQLAlchemyTimeout) -> JSONResponse:
+        # every database connection of this process in use for the pool's whole wait: a moment's overload
+        log.warning("database connections all busy on %s %s", request.method, request.url.path)
+        busy = Unavailable("the server is busy: retry")
+        return _error(busy.status_code, busy.message, busy.headers)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, exc: ClientDisconnect) -> Response:

@@ -12,7 +12,7 @@ from openi2v.config import Settings
 from openi2v.engines.registry import ServedModel, served_models
 from openi2v.media.images import MediaFetcher
 from openi2v.outbound import OutboundGuard
-from openi2v.proxies import FORWARDED_HOST, FORWARDED_PROTO, Proxies, forwarded
+from openi2v.proxies import FORWARDED_HOST, FORWARDED_PROTO, Proxies, forwarded, host as well_formed
 from openi2v.storage import Storage, from_settings
 from openi2v.store import AccountStore, Database, PredictionStore, UploadStore
 from openi2v.store.retention import RetentionStore
@@ -63,7 +63,7 @@ class Context:
         if self.settings.public_url:
             return self.settings.public_url.rstrip("/") + "/"
         scope, headers = request.scope, request.headers
-        host, scheme = headers.get("host"), scope.get("scheme", "http")
+        host, scheme = well_formed(headers.get("host")), scope.get("scheme", "http")  # a malformed Host: ours
         forwarded_host, forwarded_proto = headers.get("x-forwarded-host"), headers.get("x-forwarded-proto")
         if (forwarded_host or forwarded_proto) and self.proxies.trust(scope.get("client")):
             host = forwarded(forwarded_host, FORWARDED_HOST) or host

@@ -30,9 +30,9 @@ def run(settings: Settings, host: str, port: int) -> None:
     if settings.http_processes > 1:
         uvicorn.run("openi2v.api.app:app_from_env", factory=True, workers=settings.http_processes, **options)
     else:
-        from openi2v.api.app import create_app
+        from openi2v.api.app import serving_app
 
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(serving_app(settings), **options)
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):

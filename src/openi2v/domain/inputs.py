@@ -173,6 +173,8 @@ def optional_str(body: dict, field: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidInput(field, "must be a string")
+    if "\x00" in value:  # never sent to the database: PostgreSQL refuses a NUL in text
+        raise InvalidInput(field, "must not contain a NUL character")
     return value
 
 
@@ -197,6 +199,18 @@ def parse_ids(body: dict, field: str = "ids") -> list[str]:
     if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_IDS or not all(isinstance(i, str) for i in ids):
         raise InvalidInput(field, f"must be a list of 1 to {MAX_IDS} prediction ids")
     return ids
+
+
+MAX_PAGED = 10_000  # entries a listing pages through (OFFSET reads all it skips): narrow with times beyond
+
+
+def page_fields(body: dict, default_size: int = 20) -> tuple[int, int]:
+    """``page`` and ``page_size`` (1-100) of a listing, within its first ``MAX_PAGED`` entries."""
+    page, page_size = int_field(body, "page", 1, 1, MAX_PAGED), int_field(body, "page_size", default_size, 1, 100)
+    if (page - 1) * page_size >= MAX_PAGED:
+        raise InvalidInput("page", f"pages reach the first {MAX_PAGED:,} entries only (page {page} of "
+                                   f"{page_size} starts past them): narrow the time range instead")
+    return page, page_size
 
 
 def int_field(body: dict, field: str, default: int, lo: int, hi: int) -> int:
@@ -306,7 +320,7 @@ def _duration(value: Any) -> int:
 def _seed(value: Any, notes: list[str]) -> int:
     """Never refused (the hosted model ignores a seed): see the module's rules."""
     if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-        notes.append(f"seed: the string {_shown(value)} was read as the integer {int(value)}")
+        notes.append(f"seed: the string {_shown(value)} was read as the integer {_shown(int(value))}")
         value = int(value)
     elif isinstance(value, float) and value.is_integer():
         value = int(value)  # 42.0 is 42, as for duration

@@ -14,7 +14,7 @@ A SPEC is a name from ``NAMED``, or comma-separated settings (``fail=0.2,render=
     nsfw=P              completes with has_nsfw_contents [true] with probability P
     render=S | A-B      takes S seconds (or between A and B) longer to render, with progress
     queue=S | A-B       held in the queue that long before a worker may start it
-    submit429=P         a submit is refused with 429 (Retry-After: 1) with probability P
+    submit429=P         a submit is refused with 429 (Retry-After: 1) with probability P (each try anew)
     poll_errors=N       the first N polls of each prediction answer 503, then 429 (the SDKs retry both)
     webhook_failures=N  the first N deliveries of each webhook fail (and are retried as any failure)
 
@@ -77,8 +77,11 @@ class Scenario:
     spec: str = field(default="", compare=False)  # as given: what a key's label shows
 
     def plan(self, seed: int) -> Plan:
+        """One prediction's outcomes, from its seed (the same seed, the same outcomes); but a refused submit
+        is drawn afresh each time, so that a client's retry of the same request may pass."""
         rng = random.Random(seed)  # the draws in a fixed order: one seed, one plan
-        fail, nsfw, submit = rng.random() < self.fail, rng.random() < self.nsfw, rng.random() < self.submit429
+        fail, nsfw = rng.random() < self.fail, rng.random() < self.nsfw
+        submit = _fresh.random() < self.submit429
         render, queue = rng.uniform(*self.render), rng.uniform(*self.queue)
         return Plan(fail=fail, error=self.error, code=self.code, nsfw=nsfw and not fail, render_s=round(render, 3),
                     queue_s=round(queue, 3), submit_429=submit, poll_errors=self.poll_errors,
@@ -144,6 +147,7 @@ def _text(value: str) -> str:
     return value
 
 
+_fresh = random.Random()  # draws that are not the seed's (a submit's 429)
 MAX_SECONDS = 3600.0
 _PARSERS = {"fail": _rate, "error": _text, "code": _code, "nsfw": _rate, "render": _seconds, "queue": _seconds,
             "submit429": _rate, "poll_errors": _count, "webhook_failures": _count}

@@ -33,7 +33,7 @@ def sniff(head: bytes) -> str:
         return _iso_media(head[8:12])
     if head[:3] == b"ID3":
         return "audio/mpeg"
-    return _audio_frame(head[:2])
+    return _audio_frame(head[:3])
 
 
 def _iso_media(brand: bytes) -> str:
@@ -42,10 +42,12 @@ def _iso_media(brand: bytes) -> str:
     return "video/mp4" if brand in _VIDEO_BRANDS else OCTET_STREAM
 
 
-def _audio_frame(sync: bytes) -> str:
-    """A bare MPEG audio frame: 11 sync bits, then the layer (00 in AAC's ADTS header, else MP3's)."""
-    if len(sync) < 2 or sync[0] != 0xFF or sync[1] & 0xE0 != 0xE0:
+def _audio_frame(head: bytes) -> str:
+    """A bare MPEG audio frame: 11 sync bits, then the layer: 01 is MP3's (layer III, with a bitrate and a
+    sample rate that exist), 00 is AAC's ADTS header. Anything else (a UTF-16 text's FF FE, say) is none."""
+    if len(head) < 3 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
         return OCTET_STREAM
-    if sync[1] & 0x06:
-        return "audio/mpeg"
-    return "audio/aac" if sync[1] & 0xF0 == 0xF0 else OCTET_STREAM
+    layer = (head[1] >> 1) & 0b11
+    if layer == 0b01:
+        return "audio/mpeg" if head[2] >> 4 != 0b1111 and (head[2] >> 2) & 0b11 != 0b11 else OCTET_STREAM
+    return "audio/aac" if layer == 0 and head[1] & 0xF0 == 0xF0 else OCTET_STREAM

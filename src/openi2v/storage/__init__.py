@@ -61,7 +61,11 @@ class Storage(Protocol):
 
 def from_settings(settings: "Settings") -> Storage:
     if settings.storage == "s3":
-        from openi2v.storage.s3 import S3Storage
+        try:
+            from openi2v.storage.s3 import S3Storage
+        except ImportError as exc:
+            raise ValueError(f"OPENI2V_STORAGE: s3 needs {exc.name}, not installed here: "
+                             "pip install 'openi2v[s3]'") from None
 
         return S3Storage.from_settings(settings)
     from openi2v.storage.local import LocalStorage

@@ -54,8 +54,13 @@ class S3Storage:
     def __init__(self, client, bucket: str, prefix: str = "", file_urls: str = "presigned") -> None:
         self.client, self.bucket, self.prefix, self.file_urls = client, bucket, prefix, file_urls
         # where its signed URLs point (signing is local work): the playground's pages may load media there
-        parts = urlsplit(client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": f"{prefix}-"},
-                                                       ExpiresIn=60))
+        try:
+            probe = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": f"{prefix}-"},
+                                                  ExpiresIn=60)
+        except BotoCoreError as exc:  # no credentials in boto3's chain, say
+            raise ValueError(f"OPENI2V_STORAGE: s3, but cannot sign URLs for the bucket ({type(exc).__name__}): "
+                             "give boto3 credentials (AWS_ACCESS_KEY_ID..., a profile or a role)") from None
+        parts = urlsplit(probe)
         self.origin: str | None = f"{parts.scheme}://{parts.netloc}"
 
     @classmethod

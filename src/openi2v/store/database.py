@@ -67,6 +67,12 @@ class Database:
         """The migration this code needs."""
         return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
+    @staticmethod
+    @functools.cache
+    def known_revisions() -> frozenset[str]:
+        """Every migration this code has (a database at one of them but the head is behind it)."""
+        return frozenset(r.revision for r in ScriptDirectory.from_config(_alembic_config()).walk_revisions())
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with self._reader.connect() as conn:

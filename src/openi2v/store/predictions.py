@@ -310,14 +310,20 @@ class PredictionStore:
         with self.db.write() as conn:
             return self._transition(conn, prediction_id, outcome, owner=owner) is not None
 
-    def requeue(self, prediction_id: str, owner: str) -> bool:
-        """Hand a running job back to the queue (its worker is stopping, or storage failed); False if
-        the lease was lost meanwhile."""
+    def requeue(self, prediction_id: str, owner: str, spent: bool, delay_s: float = 0.0) -> bool:
+        """Hand a running job back to the queue: its worker is stopping (not ``spent``: the attempt is given
+        back), or storage failed (``spent``; claimable again ``delay_s`` later). False if the lease was lost
+        meanwhile."""
+        stamps: dict[str, Any] = {} if spent else {"attempts": predictions.c.attempts - 1}
+        if delay_s:
+            stamps["not_before"] = now() + delay_s
         with self.db.write() as conn:
-            return self._transition(conn, prediction_id, Outcome(Status.CREATED), owner=owner) is not None
+            return self._transition(conn, prediction_id, Outcome(Status.CREATED), owner=owner,
+                                    stamps=stamps) is not None
 
     def _transition(self, conn: Connection, prediction_id: str, outcome: Outcome, owner: str | None = None,
-                    lease: tuple[str, float] | None = None, where: list[Any] = ()) -> Prediction | None:
+                    lease: tuple[str, float] | None = None, where: list[Any] = (),
+                    stamps: dict[str, Any] | None = None) -> Prediction | None:
         """THE status change, in the caller's transaction: whether the move is legal (from the status it
         has, held by ``owner`` when given, and ``where``), its stamps (a claim's lease ``(owner, lease_s)``
         and attempt; an end's time, progress and expiry), the charge of a completed one, and the webhook
@@ -335,8 +341,8 @@ class PredictionStore:
             holder, lease_s = lease
             values.update(lease_owner=holder, lease_expires_at=t + lease_s, attempts=predictions.c.attempts + 1,
                           progress=0, started_at=func.coalesce(predictions.c.started_at, t))
-        elif outcome.status is Status.CREATED:  # back in the queue, as it was
-            values.update(progress=0)
+        elif outcome.status is Status.CREATED:  # back in the queue, as it was (``stamps``: requeue's)
+            values.update(progress=0, **(stamps or {}))
         else:
             values.update(outputs=outcome.outputs, nsfw=outcome.nsfw, error=outcome.error,
                           error_code=outcome.error_code, inference_ms=outcome.inference_ms, details=outcome.details,
@@ -369,8 +375,8 @@ class PredictionStore:
             ids = conn.execute(select(predictions.c.id).where(which)).scalars().all()
         ended = []
         for prediction_id in ids:
-            with self.db.write() as conn:
-                if self._transition(conn, prediction_id, outcome):
+            with self.db.write() as conn:  # ``which`` again as it moves: it may have changed since it was read
+                if self._transition(conn, prediction_id, outcome, where=[which]):
                     ended.append(prediction_id)
         return ended
 

@@ -69,6 +69,7 @@ ledger = Table(
     Column("amount_micros", BigInteger, nullable=False),  # credits positive, charges negative
     Column("created_at", Float, nullable=False),
     UniqueConstraint("prediction_id", "kind", name="uq_ledger_prediction_kind"),
+    Index("ix_ledger_key_time", "api_key_id", "created_at"),
 )
 
 uploads = Table(

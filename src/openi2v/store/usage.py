@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, cast, func, literal_column, select
 
 from openi2v.store.database import Database
+from openi2v.store.predictions import PREDICTION_ID
 from openi2v.store.schema import ledger, predictions
 
 DAY_S = 86400
@@ -53,8 +54,8 @@ class UsageStore:
                 ) -> tuple[int, list[Entry]]:
         """The key's ledger entries, newest first, a page at a time: (how many match, this page)."""
         where = [ledger.c.api_key_id == key_id]
-        if prediction_ids is not None:
-            where.append(ledger.c.prediction_id.in_(prediction_ids))
+        if prediction_ids is not None:  # ids that cannot be ours match nothing (and a NUL never reaches PostgreSQL)
+            where.append(ledger.c.prediction_id.in_([i for i in prediction_ids if PREDICTION_ID.fullmatch(i)]))
         if kind is not None:
             where.append(ledger.c.kind == kind)
         if start is not None:

@@ -22,6 +22,9 @@ so it works with ``pytest -n``::
 The marker's keywords are ``TestServer``'s: ``scenario`` (a name or settings, README: Scenarios),
 ``engine``, ``balance`` (USD), ``sandbox`` (reserved test seeds; on by default), and any other
 setting by name (``sync_timeout_s=2``). Outside pytest: ``with TestServer(...) as server:``.
+Nothing comes from the environment (``OPENI2V_*``): a developer's own database, bucket or public
+URL is never touched. Image and webhook URLs on this machine are allowed (an app's own webhook
+receiver in its tests).
 """
 
 from __future__ import annotations
@@ -35,9 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from openi2v.config import KLING_MODEL
-
 START_S = 60.0  # a guard against a hang
+STOP_S = 30.0
 
 
 class TestServer:
@@ -48,7 +50,7 @@ class TestServer:
     def __init__(self, scenario: str | None = None, engine: str = "instant", balance: float = 100.0,
                  sandbox: bool = True, **settings: Any) -> None:
         self.scenario, self.engine, self.balance = scenario, engine, balance
-        self.overrides = dict(sandbox=sandbox, **settings)
+        self.overrides = dict(sandbox=sandbox, fetch_allow_private=True, **settings)
         self.url = self.key = ""
         self.data_dir: Path | None = None
 
@@ -56,7 +58,7 @@ class TestServer:
         import uvicorn
 
         from openi2v.api.app import create_app
-        from openi2v.config import Settings
+        from openi2v.config import KLING_MODEL
         from openi2v.domain.billing import to_micros
         from openi2v.domain.scenarios import Scenario
         from openi2v.engines.registry import build_engines
@@ -64,16 +66,22 @@ class TestServer:
         from openi2v.worker.loop import Worker
 
         self.data_dir = Path(tempfile.mkdtemp(prefix="openi2v-test-"))
-        settings = Settings(**{"data_dir": self.data_dir, "engines": {KLING_MODEL: self.engine}, "workers": 0,
-                               "short_side": 480, "poll_s": 0.05, "heartbeat_s": 0.5, **self.overrides})
-        scenario = Scenario.parse(self.scenario).spec if self.scenario else None
-        app = create_app(settings)
+        try:
+            settings = _isolated_settings()(**{"data_dir": self.data_dir, "engines": {KLING_MODEL: self.engine}, "workers": 0,
+                                    "short_side": 480, "poll_s": 0.05, "heartbeat_s": 0.5, **self.overrides})
+            scenario = Scenario.parse(self.scenario).spec if self.scenario else None
+            app = create_app(settings)
+        except BaseException:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise
         db = app.state.ctx.db
         self.key = AccountStore(db).create_key("openi2v.testing", to_micros(self.balance), scenario)[1]
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))  # the port is ours before the server starts: no race for it
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        # a request still in flight at stop (a sync-mode wait) is given a second, not an unbounded wait
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                                     timeout_graceful_shutdown=1))
         self._worker = Worker(settings, db, build_engines(settings))
         self._threads = [threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[self._socket])),
                                           name="openi2v-api", daemon=True),
@@ -98,16 +106,32 @@ class TestServer:
         return AccountStore(self._worker.store.db).create_key("openi2v.testing", to_micros(balance), spec)[1]
 
     def stop(self) -> None:
+        """Stop the worker and the API, then delete the data directory: nothing of the server is left."""
         self._worker.drain()
         self._server.should_exit = True
         for thread in self._threads:
-            thread.join(10)
+            thread.join(STOP_S)
         self._socket.close()
-        if self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+        alive = [thread.name for thread in self._threads if thread.is_alive()]
+        if alive:  # its files are kept: something still uses them
+            raise RuntimeError(f"the OpenI2V test server did not stop within {STOP_S:g} s: {', '.join(alive)}")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> "TestServer":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _isolated_settings():
+    from openi2v.config import Settings
+
+    class Isolated(Settings):
+        """Settings from the arguments alone: never from the environment or a .env file."""
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, **others):
+            return (init_settings,)
+
+    return Isolated

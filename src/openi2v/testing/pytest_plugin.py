@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from openi2v.testing import TestServer
+if TYPE_CHECKING:
+    from openi2v.testing import TestServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -18,6 +19,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def openi2v(request: pytest.FixtureRequest) -> Iterator[TestServer]:
     """A running OpenI2V for this test (``.url``, ``.key``); options from ``@pytest.mark.openi2v(...)``."""
+    from openi2v.testing import TestServer  # here: every pytest run loads this plugin, few use it
+
     marker = request.node.get_closest_marker("openi2v")
     with TestServer(**(marker.kwargs if marker else {})) as server:
         yield server

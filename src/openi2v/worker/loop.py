@@ -54,7 +54,11 @@ class Worker:
         """Load the engines, call ``ready``, then claim and run jobs until ``drain``."""
         for engine in set(self.engines.values()):
             engine.load()
-        ready()
+        failed = [engine.name for engine in set(self.engines.values()) if getattr(engine, "load_error", None)]
+        if failed:  # not ready: each job would try to load it again, and fail (task code 1403)
+            log.error("worker %s: engine %s could not load; not ready", self.owner, ", ".join(failed))
+        else:
+            ready()
         while not self.stopping.is_set():
             try:
                 if not self.run_once():
@@ -93,18 +97,22 @@ class Worker:
         beat = _Heartbeat(self.store, p.id, self.owner, self.settings)
         work = Path(tempfile.mkdtemp(prefix=f"{p.id}-", dir=self._work_dir()))
         outcome: Outcome | None = None
-        requeue = False
+        requeue: bool | None = None  # None: not handed back; else whether the attempt is spent
         try:
             outcome = self._generate(p, work, beat)
         except Cancelled:
             if self._handing_back():
                 log.info("prediction %s: worker stopping; back to the queue", p.id)
-                requeue = True
+                requeue = False
             else:
                 log.warning("prediction %s: no longer ours (cancelled, or the lease was lost): stopped", p.id)
         except StorageError:
-            log.exception("prediction %s: storage failed; requeueing", p.id)
-            requeue = True
+            if p.attempts < self.settings.max_attempts:
+                log.exception("prediction %s: storage failed; back to the queue for another attempt", p.id)
+                requeue = True
+            else:
+                log.exception("prediction %s: storage failed on its last attempt", p.id)
+                outcome = Outcome(Status.FAILED, error="the result could not be stored", error_code=5000)
         except OpenI2VError as exc:
             if isinstance(exc, EngineError) and not isinstance(exc, ContentBlocked):
                 metrics.ENGINE_FAILURES.labels(p.model).inc()
@@ -117,8 +125,8 @@ class Worker:
         finally:
             beat.stop()
             shutil.rmtree(work, ignore_errors=True)
-        if requeue:
-            self.store.requeue(p.id, self.owner)
+        if requeue is not None:
+            self.store.requeue(p.id, self.owner, spent=requeue, delay_s=STORAGE_RETRY_S if requeue else 0.0)
         elif outcome is not None and not self.store.finish(p.id, self.owner, outcome):
             log.warning("prediction %s: no longer ours (cancelled, deleted, or the lease was lost) before its result "
                         "was recorded; its files are removed", p.id)
@@ -236,4 +244,5 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
 
+STORAGE_RETRY_S = 5.0  # a job whose result could not be stored waits this long before it is claimed again
 CANCEL_CHECK_S = 0.25  # a read of one row by its key, at most this often per running job

@@ -113,6 +113,8 @@ async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
 
 @router.get(f"/{UPLOADS}/{{token}}/{{filename}}")
 @router.get(f"/{OUTPUTS}/{{token}}/{{filename}}")
+@router.head(f"/{UPLOADS}/{{token}}/{{filename}}", include_in_schema=False)
+@router.head(f"/{OUTPUTS}/{{token}}/{{filename}}", include_in_schema=False)
 def serve_file(token: str, filename: str, request: Request) -> Response:
     """A user's file, which must never run as a page on our origin: its type comes from its bytes,
     anything but media we accept is a download, and a sandbox CSP covers whatever a browser renders.

@@ -20,7 +20,7 @@ from openi2v.api.schemas import envelope, iso, prediction_data
 from openi2v.domain.billing import price_micros
 from openi2v.domain.inputs import (MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, MEDIA_FIELDS, VideoRequest, check_audio,
                                    check_url, inspect_image, optional_str, parse_flag, parse_idempotency_key,
-                                   int_field, parse_ids, parse_request, time_field)
+                                   page_fields, parse_ids, parse_request, time_field)
 from openi2v.domain.prediction import Prediction, Status
 from openi2v.domain.scenarios import plan_for
 from openi2v.errors import InvalidInput, NotFound, StorageError, TooManyRequests, Unavailable
@@ -62,8 +62,7 @@ async def unknown(path: str) -> None:
 @router.post("/api/v3/predictions")
 async def history(request: Request, key_id: int = Depends(api_key)) -> JSONResponse:
     body = await json_body(request, required=False)
-    page = int_field(body, "page", 1, 1, 10**6)
-    page_size = int_field(body, "page_size", 20, 1, 100)
+    page, page_size = page_fields(body)
     status = optional_str(body, "status")
     if status is not None and status not in HISTORY_STATUSES:
         raise InvalidInput("status", f"must be one of {', '.join(HISTORY_STATUSES)}")

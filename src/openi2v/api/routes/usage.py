@@ -19,7 +19,7 @@ from openi2v.api.bodies import json_body
 from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, iso
 from openi2v.domain.billing import per_second, to_usd
-from openi2v.domain.inputs import EPOCH_DAY, day_field, int_field, optional_str, parse_flag, parse_ids, time_field
+from openi2v.domain.inputs import EPOCH_DAY, day_field, optional_str, page_fields, parse_flag, parse_ids, time_field
 from openi2v.errors import InvalidInput
 from openi2v.store.usage import DAY_S, Entry, Spent
 
@@ -37,7 +37,7 @@ async def billings(request: Request, key_id: int = Depends(api_key)) -> JSONResp
     updated_at, order: {uuid, state, status}, prediction: {uuid, model_uuid, status} or null}``. A
     prediction deleted since keeps its entry, with ``model_uuid`` null and status ``deleted``."""
     body = await json_body(request, required=False)
-    page, page_size = int_field(body, "page", 1, 1, 10**6), int_field(body, "page_size", 20, 1, 100)
+    page, page_size = page_fields(body)
     ids = None if body.get("prediction_uuids") in (None, []) else parse_ids(body, "prediction_uuids")
     c = ctx(request)
     total, entries = await run_in_threadpool(c.usage.entries, key_id, page, page_size, ids, _kind(body),
