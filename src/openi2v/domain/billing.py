@@ -33,5 +33,10 @@ def per_second(price_per_5s_usd: float) -> Decimal:
     return Decimal(to_micros(price_per_5s_usd)) / 5
 
 
+def unit_price_usd(price_per_5s_usd: float) -> float:
+    """The price of one second of video, in USD (the hosted ``unit_price``)."""
+    return float(per_second(price_per_5s_usd) / MICROS)
+
+
 def price_micros(price_per_5s_usd: float, video_seconds: float) -> int:
     return int((per_second(price_per_5s_usd) * billed_seconds(video_seconds)).to_integral_value())

@@ -26,7 +26,7 @@ real ones: a failed prediction costs nothing, a flagged one costs its price.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from openi2v.errors import OpenI2VError
 
@@ -92,7 +92,7 @@ class Scenario:
         """A name from NAMED or comma-separated settings; ValueError naming the part that is wrong."""
         text = spec.strip()
         if text in NAMED:
-            return cls.parse(NAMED[text]).with_spec(text)
+            return replace(cls.parse(NAMED[text]), spec=text)
         values: dict = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             name, sep, value = part.partition("=")
@@ -107,9 +107,6 @@ class Scenario:
         if not values:
             raise ValueError(f"empty: give a name ({', '.join(NAMED)}) or settings such as fail=0.2")
         return cls(**values, spec=text)
-
-    def with_spec(self, spec: str) -> "Scenario":
-        return Scenario(**{**{f.name: getattr(self, f.name) for f in fields(self)}, "spec": spec})
 
 
 def _rate(value: str) -> float:

@@ -30,6 +30,7 @@ receiver in its tests).
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import socket
 import tempfile
@@ -59,23 +60,20 @@ class TestServer:
 
         from openi2v.api.app import create_app
         from openi2v.config import KLING_MODEL
-        from openi2v.domain.billing import to_micros
-        from openi2v.domain.scenarios import Scenario
         from openi2v.engines.registry import build_engines
-        from openi2v.store import AccountStore
         from openi2v.worker.loop import Worker
 
         self.data_dir = Path(tempfile.mkdtemp(prefix="openi2v-test-"))
         try:
-            settings = _isolated_settings()(**{"data_dir": self.data_dir, "engines": {KLING_MODEL: self.engine}, "workers": 0,
-                                    "short_side": 480, "poll_s": 0.05, "heartbeat_s": 0.5, **self.overrides})
-            scenario = Scenario.parse(self.scenario).spec if self.scenario else None
+            settings = _isolated_settings()(**{
+                "data_dir": self.data_dir, "engines": {KLING_MODEL: self.engine}, "workers": 0, "short_side": 480,
+                "poll_s": 0.05, "heartbeat_s": 0.5, **self.overrides})
             app = create_app(settings)
+            self._db = db = app.state.ctx.db
+            self.key = self.new_key(self.balance, self.scenario)  # a malformed scenario: refused here
         except BaseException:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             raise
-        db = app.state.ctx.db
-        self.key = AccountStore(db).create_key("openi2v.testing", to_micros(self.balance), scenario)[1]
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))  # the port is ours before the server starts: no race for it
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
@@ -103,7 +101,7 @@ class TestServer:
         from openi2v.store import AccountStore
 
         spec = Scenario.parse(scenario).spec if scenario else None
-        return AccountStore(self._worker.store.db).create_key("openi2v.testing", to_micros(balance), spec)[1]
+        return AccountStore(self._db).create_key("openi2v.testing", to_micros(balance), spec)[1]
 
     def stop(self) -> None:
         """Stop the worker and the API, then delete the data directory: nothing of the server is left."""
@@ -124,6 +122,7 @@ class TestServer:
         self.stop()
 
 
+@functools.cache
 def _isolated_settings():
     from openi2v.config import Settings
 

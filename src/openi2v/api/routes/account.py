@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from openi2v.api.bodies import json_body
 from openi2v.api.context import api_key, ctx
 from openi2v.api.schemas import envelope
-from openi2v.domain.billing import billed_seconds, per_second, price_micros, to_usd
+from openi2v.domain.billing import billed_seconds, price_micros, to_usd, unit_price_usd
 from openi2v.domain.inputs import REQUEST_SCHEMA, parse_duration
 from openi2v.errors import InvalidInput, NotFound
 
@@ -62,7 +62,7 @@ async def pricing(request: Request, key_id: int = Depends(api_key)) -> JSONRespo
     duration = parse_duration(inputs.get("duration"))
     per_5s = c.settings.price_for(model_id)
     price = to_usd(price_micros(per_5s, duration))
-    return envelope({"model_id": model_id, "unit_price": float(per_second(per_5s) / 1_000_000), "unit": "second",
+    return envelope({"model_id": model_id, "unit_price": unit_price_usd(per_5s), "unit": "second",
                      "billed_seconds": billed_seconds(duration), "price": price, "discounted_price": price,
                      "currency": "USD"})
 

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from openi2v.api.bodies import json_body
 from openi2v.api.context import Context, api_key, ctx
 from openi2v.api.schemas import envelope, iso
-from openi2v.domain.billing import per_second, to_usd
+from openi2v.domain.billing import to_usd, unit_price_usd
 from openi2v.domain.inputs import EPOCH_DAY, day_field, optional_str, page_fields, parse_flag, parse_ids, time_field
 from openi2v.errors import InvalidInput
 from openi2v.store.usage import DAY_S, Entry, Spent
@@ -92,7 +92,7 @@ def _model(c: Context, m: Spent) -> dict:
     known = m.group is not None  # None: predictions deleted since, whose model is no longer known
     return {"model_uuid": m.group, "model_type": "image-to-video" if known else None,
             "total_cost": to_usd(m.micros), "total_count": m.count,
-            "unit_price": float(per_second(c.settings.price_for(m.group)) / 1_000_000) if known else None,
+            "unit_price": unit_price_usd(c.settings.price_for(m.group)) if known else None,
             "last_used_date": _date(int(m.last_at // DAY_S))}
 
 
