@@ -4,7 +4,7 @@ import wave
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -126,10 +126,17 @@ def test_guidance_accepts_exactly_the_unit_interval(g):
 
 
 @given(st.one_of(st.integers(), st.text(max_size=4), st.floats(allow_nan=False), st.booleans()))
+@example(5.0)
+@example(10.0)
+@example(" 10")
+@example(7.5)
+@example(True)
 def test_duration_accepts_only_5_and_10(d):
+    """5 or 10 as a number (5.0 too, as the hosted API takes it) or as a string, spaces around it aside."""
     body = {"image": IMG, "prompt": "x", "duration": d}
-    if d in (5, 10, "5", "10") and not isinstance(d, (bool, float)):
-        assert parse_request(body).duration == int(d)
+    whole = d.strip() if isinstance(d, str) else d
+    if whole in (5, 10, "5", "10") and not isinstance(d, bool):
+        assert parse_request(body).duration == int(whole)
     else:
         assert rule(body).startswith("duration: ")
 
