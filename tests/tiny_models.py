@@ -46,13 +46,22 @@ def _text_encoder(kind: str, vocab: int):
     return getattr(transformers, model_cls)(config).eval()
 
 
-def _wan_transformer(in_ch: int, out_ch: int, image_dim: int | None = None):
+def _wan_transformer(in_ch: int, out_ch: int, image_dim: int | None = None, added_kv_proj_dim: int | None = None):
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
                                  in_channels=in_ch, out_channels=out_ch, text_dim=32, freq_dim=256, ffn_dim=32,
                                  num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                                 rope_max_seq_len=64, image_dim=image_dim)
+                                 rope_max_seq_len=64, image_dim=image_dim, added_kv_proj_dim=added_kv_proj_dim)
+
+
+def wan_image_transformer():
+    """A tiny Wan transformer with all of Wan 2.1 I2V's image branch: the image embedder, and cross-attention's
+    image keys and values (which the tiny Wan 2.1 pipeline leaves out)."""
+    import torch
+
+    torch.manual_seed(3)
+    return _wan_transformer(36, 16, image_dim=4, added_kv_proj_dim=24)
 
 
 def wan_vae(z_dim: int = 16):
@@ -124,19 +133,22 @@ def save(layout: str, directory: Path) -> Path:
     return directory
 
 
-def save_lora(directory: Path, layout: str, name: str, seed: int) -> Path:
-    """A random rank-4 LoRA for the tiny transformer of ``layout``, in diffusers' LoRA format."""
+def save_lora(directory: Path, layout: str, name: str, seed: int, **config) -> Path:
+    """A random rank-4 LoRA for the attention of the tiny transformer of ``layout``, in diffusers' LoRA
+    format, its PEFT config (``config`` overrides ``LoraConfig``'s arguments) in the file's metadata as
+    diffusers' training scripts write it."""
     import torch
     from diffusers import WanImageToVideoPipeline
     from peft import LoraConfig, get_peft_model_state_dict
 
     transformer = build(layout).transformer
-    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                       init_lora_weights=False))
+    transformer.add_adapter(LoraConfig(**{"r": 4, "lora_alpha": 4, "init_lora_weights": False,
+                                          "target_modules": ["to_q", "to_k", "to_v", "to_out.0"], **config}))
     torch.manual_seed(seed)
     for param_name, param in transformer.named_parameters():
         if "lora_" in param_name:
             torch.nn.init.normal_(param, std=0.5)
+    metadata = transformer.peft_config["default"].to_dict()
     WanImageToVideoPipeline.save_lora_weights(directory, transformer_lora_layers=get_peft_model_state_dict(transformer),
-                                              weight_name=name)
+                                              weight_name=name, transformer_lora_adapter_metadata=metadata)
     return directory / name

@@ -11,7 +11,7 @@
 | last_image        | the model's first-last-frame conditioning where the preset has it (the last segment ends on it) |
 
 Each model family implements ``_open`` (load its pipeline) and ``_sample`` (one native clip);
-speed-ups, sizing, guidance, chaining and encoding are here.
+LoRAs (``loras.py``), speed-ups, sizing, guidance, chaining and encoding are here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from PIL import Image
 
 from openi2v.engines.accel import Speedups, apply_speedups, torch_dtype
 from openi2v.engines.base import CancelCheck, Cancelled, EngineJob, EngineResult, Progress
-from openi2v.engines.catalog import Preset
+from openi2v.engines.catalog import Lora, Preset
 from openi2v.media.video import write_mp4
 
 log = logging.getLogger("openi2v.engines.diffusion")
@@ -96,6 +96,7 @@ class DiffusionEngine:
                 raise FileNotFoundError(f"no weights for {self.name} in {self.weights} or the Hugging Face cache; "
                                         f"run: openi2v models pull {self.name}") from exc
             raise
+        self._merge_loras(pipe)
         self.applied = apply_speedups(pipe, self.speedups, self.device, self.preset.steps)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
@@ -104,6 +105,39 @@ class DiffusionEngine:
         warm_up = compiled if self.warm_up is None else self.warm_up
         if warm_up:
             self._warm_up()
+
+    def _merge_loras(self, pipe) -> None:
+        """Fuse each preset LoRA into the transformer it was trained for, at its own scale, before the
+        speed-ups (FP8, compilation) see the weights; fused, it costs nothing per step."""
+        from openi2v.engines.loras import merge_lora
+
+        for lora in self.preset.loras:
+            transformer = getattr(pipe, lora.into, None)
+            if transformer is None:
+                raise ValueError(f"preset {self.name}: LoRA {lora.name} is for {lora.into}, which the pipeline "
+                                 f"in {self.weights} does not have")
+            changed = merge_lora(transformer, self._lora_file(lora), lora.scale)
+            log.info("%s: LoRA %s merged into %s at scale %g (%d parameters)", self.name, lora.name, lora.into,
+                     lora.scale, changed)
+
+    def _lora_file(self, lora: Lora) -> str:
+        """A LoRA's file: its own ``path``, else beside the pipelines where ``openi2v models pull`` puts it,
+        else the Hugging Face cache (never the network here)."""
+        if lora.path:
+            if Path(lora.path).is_file():
+                return lora.path
+            raise FileNotFoundError(f"LoRA file {lora.path} of {self.name} does not exist; "
+                                    f"put it there or change the preset's LoRA path")
+        local = Path(self.weights).parent / "loras" / lora.file
+        if local.is_file():
+            return str(local)
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return hf_hub_download(lora.repo, lora.file, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(f"LoRA {lora.name} of {self.name} not found in {local} or the Hugging Face "
+                                    f"cache; run: openi2v models pull {self.name}") from exc
 
     def _warm_up(self) -> None:
         """Compile at load, not in the first user's request (on an H100 the A14B turbo preset's first

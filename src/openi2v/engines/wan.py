@@ -26,25 +26,8 @@ class WanEngine(DiffusionEngine):
         # 2. A preset may set the flow shift (distilled LoRAs expect their own schedule).
         if p.flow_shift is not None:
             pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=p.flow_shift)
-        # 3. Distillation LoRAs, into the expert each was trained for, fused (no per-step overhead).
-        for i, lora in enumerate(p.loras):
-            pipe.load_lora_weights(self._lora_path(lora), adapter_name=f"lora{i}",
-                                   **({"load_into_transformer_2": True} if lora.into == "transformer_2" else {}))
-        if p.loras:
-            pipe.fuse_lora(lora_scale=p.loras[0].scale, components=["transformer", "transformer_2"])
-            pipe.unload_lora_weights()
-        # 4. The speed-ups and the device come next, from the outside (DiffusionEngine.load, accel.py).
+        # 3. LoRAs (DiffusionEngine.load), speed-ups and the device come next, from the outside (accel.py).
         return pipe
-
-    def _lora_path(self, lora) -> str:
-        from pathlib import Path
-
-        local = Path(self.weights).parent / "loras" / lora.file  # beside the pipelines (models pull)
-        if local.exists():
-            return str(local)
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(lora.repo, lora.file, local_files_only=True)
 
     def _sample(self, image: Image.Image, prompt: str, negative: str, cfg: float, seed: int, width: int,
                 height: int, last: Image.Image | None, steps: int, step) -> np.ndarray:
