@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     prices: dict[str, float] = Field(default_factory=lambda: {KLING_MODEL: 0.35})
 
     # Diffusion presets.
+    presets_file: Optional[Path] = None  # presets added or overridden in TOML; default: {data_dir}/presets.toml
     weights_dir: Optional[Path] = None  # default: {data_dir}/weights; a preset's files in weights_dir/<preset>
     device: str = "cuda"  # where diffusion pipelines run ("cpu" works, slowly)
     diffusion_steps: int = 0  # overrides every preset's steps (0: the preset's own)
@@ -151,6 +152,14 @@ class Settings(BaseSettings):
     @property
     def retention_s(self) -> float:
         return self.retention_days * 86400
+
+    @property
+    def presets_path(self) -> Path | None:
+        """The preset file in use: the one named, or {data_dir}/presets.toml when it exists."""
+        if self.presets_file:
+            return self.presets_file
+        default = self.data_dir / "presets.toml"
+        return default if default.exists() else None
 
     @property
     def weights_root(self) -> Path:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from openi2v.engines import accel
 from openi2v.engines.accel import Speedups
-from openi2v.engines.catalog import PRESETS, get_preset
+from openi2v.engines.catalog import BUILT_IN, get_preset
 from openi2v.engines.diffusion import cfg_for, cover, fit_size, match_colour
 
 
@@ -21,13 +21,13 @@ def test_guidance_half_is_the_models_recommended_cfg(name):
     assert cfg_for(0.25, p) < cfg_for(0.5, p) < cfg_for(0.75, p)
 
 
-@pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p.distilled])
+@pytest.mark.parametrize("name", [n for n, p in BUILT_IN.items() if p.distilled])
 def test_distilled_presets_always_run_at_cfg_1(name):
     assert all(cfg_for(g, get_preset(name)) == 1.0 for g in (0.0, 0.5, 1.0))
 
 
 @pytest.mark.parametrize("size", [(1280, 720), (720, 1280), (1000, 1000), (2500, 1000), (1000, 2500), (640, 426)])
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", list(BUILT_IN))
 def test_size_keeps_aspect_and_area_on_the_models_grid(name, size):
     p = get_preset(name)
     w, h = fit_size(size, p)
@@ -83,8 +83,7 @@ def test_a_gpu_under_40_gb_offloads_and_tiles_and_then_leaves_the_vae_decoder_un
     for name in ("apply_attention", "apply_fp8", "apply_group_offload", "apply_vae_tiling", "apply_vae_channels_last",
                  "apply_vae_compile", "apply_compile"):
         monkeypatch.setattr(accel, name, lambda *a, name=name, **k: called.append(name))
-    monkeypatch.setattr(accel, "gpu_is_small", lambda device: small_gpu)
-    monkeypatch.setattr(accel, "fp8_supported", lambda: True)
+    monkeypatch.setattr(accel, "gpu_facts", lambda device: accel.Gpu((9, 0), (24 if small_gpu else 80) * 2**30))
     pipe = type("Pipe", (), {"to": lambda self, device: called.append("to")})()
     applied = accel.apply_speedups(pipe, Speedups.parse(get_preset("wan2.2-ti2v-5b-turbo").speedups), "cuda", 3)
     if small_gpu:

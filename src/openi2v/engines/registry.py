@@ -15,15 +15,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openi2v.config import Settings
 from openi2v.engines.base import INSTANT_DESCRIPTION, MOTION_DESCRIPTION, Engine
-from openi2v.engines.catalog import PRESETS, Preset, get_preset
+from openi2v.engines.catalog import Lora, Preset, get_preset, presets
 
 if TYPE_CHECKING:
+    from openi2v.engines.accel import Speedups
     from openi2v.worker.isolated import EngineSpec
 
 log = logging.getLogger("openi2v.engines")
@@ -32,16 +33,37 @@ CPU_ENGINES = {"motion": MOTION_DESCRIPTION, "instant": INSTANT_DESCRIPTION}  # 
 
 
 def local_weights(settings: Settings, preset: Preset) -> Path | None:
-    """A preset's diffusers directory under ``weights_dir``, or in the Hugging Face cache."""
+    """A preset's diffusers directory: its own ``path``, else under ``weights_dir``, else in the Hugging
+    Face cache. A preset with a ``base`` runs its base's weights, wherever they are."""
+    if preset.base:
+        preset = presets(settings).get(preset.base, preset)
+    if preset.path:
+        return Path(preset.path) if (Path(preset.path) / "model_index.json").exists() else None
     path = settings.weights_root / preset.weights_name
     if (path / "model_index.json").exists():
         return path
-    if importlib.util.find_spec("huggingface_hub") is not None:
+    if preset.repo and importlib.util.find_spec("huggingface_hub") is not None:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(preset.repo, "model_index.json")
         if isinstance(cached, str):
             return Path(cached).parent
+    return None
+
+
+def lora_file(settings: Settings, lora: Lora) -> Path | None:
+    """A LoRA's file on this machine: its own ``path``, else where ``models pull`` puts it, else the HF cache."""
+    if lora.path:
+        return Path(lora.path) if Path(lora.path).is_file() else None
+    local = settings.weights_root / "loras" / lora.file
+    if local.is_file():
+        return local
+    if importlib.util.find_spec("huggingface_hub") is not None:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(lora.repo, lora.file)
+        if isinstance(cached, str):
+            return Path(cached)
     return None
 
 
@@ -56,16 +78,17 @@ def gpu_available() -> bool:
 def resolve(settings: Settings) -> dict[str, str]:
     """Model id -> "motion", "instant", a preset name or a "module:Class": ``auto`` decided, and each
     preset in use also served under its own model id."""
+    catalog = presets(settings)
     out: dict[str, str] = {}
     for model_id, name in settings.engines.items():
         if name == "auto":
-            name = _auto(settings)
-        elif name not in CPU_ENGINES and name not in PRESETS and not is_import_path(name):
+            name = auto(settings)[0]
+        elif name not in CPU_ENGINES and name not in catalog and not is_import_path(name):
             raise ValueError(f"OPENI2V_ENGINES: unknown engine {name!r} for model {model_id}; choose motion, "
-                             f"instant (for tests), auto, a class as module:Class, or one of {', '.join(PRESETS)}")
+                             f"instant (for tests), auto, a class as module:Class, or one of {', '.join(catalog)}")
         out[model_id] = name
-    for name in set(out.values()) & set(PRESETS):
-        out.setdefault(get_preset(name).model_id, name)
+    for name in set(out.values()) & set(catalog):
+        out.setdefault(catalog[name].model_id, name)
     return out
 
 
@@ -74,21 +97,23 @@ def is_import_path(name: str) -> bool:
     return ":" in name
 
 
-def _auto(settings: Settings) -> str:
-    if settings.auto_preset not in PRESETS:
+def auto(settings: Settings) -> tuple[str, str]:
+    """What ``auto`` serves on this machine, and why (logged by the server, printed by ``openi2v doctor``)."""
+    catalog = presets(settings)
+    if settings.auto_preset not in catalog:
         raise ValueError(f"OPENI2V_AUTO_PRESET: unknown preset {settings.auto_preset!r}; choose one of "
-                         f"{', '.join(PRESETS)}")
-    preset = get_preset(settings.auto_preset)
+                         f"{', '.join(catalog)}")
+    preset = catalog[settings.auto_preset]
     weights = local_weights(settings, preset)  # checked first: importing torch costs seconds
     if weights is None:
-        log.info("engine auto: no weights for %s (openi2v models pull %s): using the camera-motion engine",
-                 preset.name, preset.name)
-        return "motion"
-    if settings.device.startswith("cuda") and not gpu_available():
-        log.info("engine auto: weights for %s found but no GPU: using the camera-motion engine", preset.name)
-        return "motion"
-    log.info("engine auto: serving %s from %s on %s", preset.name, weights, settings.device)
-    return preset.name
+        choice = "motion", (f"no weights for {preset.name} (openi2v models pull {preset.name}): "
+                            "the camera-motion engine serves")
+    elif settings.device.startswith("cuda") and not gpu_available():
+        choice = "motion", f"weights for {preset.name} found but no CUDA GPU: the camera-motion engine serves"
+    else:
+        choice = preset.name, f"serving {preset.name} from {weights} on {settings.device}"
+    log.info("engine auto: %s", choice[1])
+    return choice
 
 
 def check(settings: Settings, models: tuple[str, ...] | None = None) -> None:
@@ -127,9 +152,17 @@ def _check_preset(settings: Settings, name: str) -> None:
         raise ValueError(f"OPENI2V_ENGINES: preset {name} needs {' and '.join(missing)}, not installed here: "
                          "pip install -e '.[diffusion]'")
     if local_weights(settings, preset) is None:
+        if preset.path:
+            raise ValueError(f"preset {name}: no diffusers pipeline (model_index.json) in {preset.path}, its path "
+                             f"in {settings.presets_path}")
         where = settings.weights_root / preset.weights_name
         raise ValueError(f"OPENI2V_ENGINES: preset {name} has no weights in {where} "
                          f"or the Hugging Face cache: run `openi2v models pull {name}` (or set OPENI2V_WEIGHTS_DIR)")
+    for lora in preset.loras:
+        if lora_file(settings, lora) is None:
+            raise ValueError(f"preset {name}: LoRA file {lora.path} does not exist" if lora.path else
+                             f"OPENI2V_ENGINES: preset {name} needs its LoRA {lora.name}, not on this machine: "
+                             f"run `openi2v models pull {name}`")
     if settings.device.startswith("cuda") and not gpu_available():
         raise ValueError(f"OPENI2V_DEVICE: {settings.device}, but this machine has no CUDA GPU for preset {name}; "
                          "set OPENI2V_DEVICE=cpu or serve motion")
@@ -146,15 +179,16 @@ class ServedModel:
 
 def served_models(settings: Settings) -> dict[str, ServedModel]:
     """Model id -> what serves it: read from the settings, no engine built."""
-    return {model_id: ServedModel(model_id, name, _describe(name)) for model_id, name in resolve(settings).items()}
+    return {model_id: ServedModel(model_id, name, _describe(settings, name))
+            for model_id, name in resolve(settings).items()}
 
 
-def _describe(name: str) -> str:
+def _describe(settings: Settings, name: str) -> str:
     if name in CPU_ENGINES:
         return CPU_ENGINES[name]
     if is_import_path(name):
         return f"a custom engine ({name})"
-    return get_preset(name).summary
+    return get_preset(name, settings).summary
 
 
 def build_engines(settings: Settings, models: list[str] | None = None) -> dict[str, Engine]:
@@ -208,16 +242,29 @@ def in_process_engine(settings: Settings, name: str, weights: Path | None = None
 def diffusion_spec(settings: Settings, name: str, weights: Path | None = None) -> "EngineSpec":
     """How to build a preset's engine with this machine's settings: overrides applied, weights from
     ``weights`` or found locally (else the repo id, for the HF cache)."""
-    from openi2v.engines.accel import Speedups
     from openi2v.worker.isolated import EngineSpec
 
     preset = diffusion_preset(settings, name)
     path = weights or local_weights(settings, preset) or preset.repo
-    speedups = Speedups.parse(settings.speedups.split(",") if settings.speedups else preset.speedups)
+    # the LoRAs found here, so that the engine's process needs no settings to find them
+    preset = replace(preset, loras=tuple(_located(settings, lora) for lora in preset.loras))
+    speedups = speedups_for(settings, preset)
     module, _, attr = FAMILIES[preset.family].partition(":")
     return EngineSpec(name, getattr(importlib.import_module(module), attr),
                       dict(preset=preset, weights=str(path), device=settings.device, speedups=speedups),
                       preset.summary)
+
+
+def _located(settings: Settings, lora: Lora) -> Lora:
+    found = lora_file(settings, lora)
+    return replace(lora, path=str(found)) if found else lora
+
+
+def speedups_for(settings: Settings, preset: Preset) -> "Speedups":
+    """The preset's speed-ups, or ``OPENI2V_SPEEDUPS`` where set (it replaces them)."""
+    from openi2v.engines.accel import Speedups
+
+    return Speedups.parse(settings.speedups.split(",") if settings.speedups else preset.speedups)
 
 
 def diffusion_preset(settings: Settings, name: str) -> Preset:
@@ -228,4 +275,4 @@ def diffusion_preset(settings: Settings, name: str) -> Preset:
         if not (w.isdigit() and h.isdigit()):
             raise ValueError(f"must be WxH, e.g. 832x480 (got {settings.diffusion_size!r})")
         size = (int(w), int(h))
-    return get_preset(name).with_overrides(steps=settings.diffusion_steps or None, size=size)
+    return get_preset(name, settings).with_overrides(steps=settings.diffusion_steps or None, size=size)
