@@ -1,7 +1,8 @@
-"""openi2v serve | worker | migrate | keys | sweep | submit | generate | models: thin calls into the modules above."""
+"""openi2v serve | worker | migrate | keys | sweep | submit | generate | models | doctor: thin calls into the modules above."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -119,12 +120,9 @@ def _servable_settings(run_engines: bool | tuple[str, ...] | None = None, **over
     without workers (``--workers 0``) only checks that the engines are named right: the machines
     that run them may be others. ``run_engines``: whether this machine runs the engines, True for all
     of them, or the model ids it runs (default: when it starts workers)."""
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
     from openi2v.engines import registry
 
-    try:
+    with _config_errors():
         settings = _settings(**overrides)
         settings.engines = registry.resolve(settings)
         os.environ["OPENI2V_ENGINES"] = json.dumps(settings.engines)
@@ -135,6 +133,18 @@ def _servable_settings(run_engines: bool | tuple[str, ...] | None = None, **over
             run_engines = settings.workers > 0
         if run_engines:
             registry.check(settings, None if run_engines is True else run_engines)
+    _migrate(settings)
+    return settings
+
+
+@contextlib.contextmanager
+def _config_errors():
+    """A configuration that cannot work exits with one line naming the setting (or the preset file's line)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        yield
     except ValidationError as exc:
         _exit_config("; ".join(f"OPENI2V_{str(e['loc'][0]).upper()}: {e['msg'].lower()} (got {e['input']!r})"
                                for e in exc.errors()))
@@ -142,10 +152,8 @@ def _servable_settings(run_engines: bool | tuple[str, ...] | None = None, **over
         field = re.search(r'field "(\w+)"', str(exc))
         _exit_config(f"OPENI2V_{field.group(1).upper()}: cannot parse the value ({exc.__cause__})"
                      if field else str(exc))
-    except ValueError as exc:  # registry.check's sentences name their setting
+    except ValueError as exc:  # registry's and the preset file's sentences name their setting or line
         _exit_config(str(exc))
-    _migrate(settings)
-    return settings
 
 
 def _migrate(settings: Settings) -> None:
@@ -284,6 +292,22 @@ MAX_TOPUP_USD = 1_000_000
 
 
 @app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="The report as JSON.")) -> None:
+    """What this machine can serve and why: GPUs, versions, each preset's weights, memory and speed-ups,
+    what `auto` picks, and the command that fixes each missing piece. Exit 1 when the configured
+    engines cannot start."""
+    import dataclasses
+
+    from openi2v import doctor as checkup
+
+    with _config_errors():
+        settings = _settings()
+    report = checkup.examine(settings)
+    typer.echo(json.dumps(dataclasses.asdict(report), indent=2) if as_json else "\n".join(checkup.render(report)))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
 def sweep() -> None:
     """Delete outputs and uploads older than OPENI2V_RETENTION_DAYS now (the server also does it every
     OPENI2V_SWEEP_INTERVAL_S); for a cron job beside API processes that run elsewhere."""
@@ -403,47 +427,66 @@ def _local_engine(model: str, weights: Optional[Path], steps: Optional[int], siz
     settings = _settings(diffusion_steps=steps, diffusion_size=size, device=device)
     try:
         return registry.in_process_engine(settings, model, weights)
-    except KeyError as exc:
+    except (KeyError, ValueError) as exc:  # an unknown preset, a malformed preset file or size
         typer.echo(f"error: {exc.args[0]}", err=True)
         raise typer.Exit(2)
 
 
 @models_app.command("list")
 def models_list() -> None:
-    """The diffusion presets: weights, native clip, steps, guidance and default speed-ups."""
-    from openi2v.engines import registry
-    from openi2v.engines.catalog import PRESETS
+    """The diffusion presets: native clip, steps, guidance, whether the weights are here, GPU memory, speed-ups."""
+    from openi2v import weights
+    from openi2v.engines.catalog import presets
 
     settings = _settings()
-    typer.echo("name\trepo\tsize\tfps\tframes\tsteps\tcfg\tweights\tspeed-ups")
-    for p in PRESETS.values():
-        here = registry.local_weights(settings, p)
-        typer.echo(f"{p.name}\t{p.repo}{' + ' + str(len(p.loras)) + ' LoRAs' if p.loras else ''}\t"
-                   f"{p.width}x{p.height}\t{p.fps}\t{p.frames}\t{p.steps}\t{p.cfg:g}{' (distilled)' if p.distilled else ''}"
-                   f"\t{here or 'not pulled'}\t{','.join(p.speedups)}")
+    typer.echo("name\trepo\tsize\tfps\tframes\tsteps\tcfg\tweights\ton disk\tgpu memory\tspeed-ups")
+    for p in presets(settings).values():
+        here = weights.status(settings, p)
+        loras = f" + {len(p.loras)} LoRA{'s' if len(p.loras) > 1 else ''}" if p.loras else ""
+        typer.echo("\t".join([p.name, f"{p.repo or p.path}{loras}", f"{p.width}x{p.height}", str(p.fps), str(p.frames),
+                              str(p.steps), f"{p.cfg:g}{' (distilled)' if p.distilled else ''}", here.state,
+                              weights.size_text(here.bytes_on_disk), _gpu_memory(p), ",".join(p.speedups)]))
+
+
+def _gpu_memory(p) -> str:
+    if p.gpu_gib is None:
+        return "unknown"
+    return f"{p.gpu_gib:g} GiB {'measured' if p.gpu_gib_measured else 'estimate'}"
 
 
 @models_app.command("pull")
-def models_pull(name: str = typer.Argument(..., help="A preset from `openi2v models list`.")) -> None:
-    """Download a preset's weights (and LoRAs) from the Hugging Face Hub into the weights directory."""
-    from huggingface_hub import hf_hub_download, snapshot_download
+def models_pull(name: str = typer.Argument(..., help="A preset from `openi2v models list`."),
+                dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be fetched and skipped; "
+                                             "download nothing.")) -> None:
+    """Download a preset's weights (and LoRAs) from the Hugging Face Hub into the weights directory,
+    checking each file's size and hash. HF_TOKEN and HF_ENDPOINT are honoured."""
+    from rich.console import Console
 
-    from openi2v.engines.catalog import PRESETS
+    from openi2v import weights
+    from openi2v.engines.catalog import presets
 
-    if name not in PRESETS:
-        typer.echo(f"error: unknown preset {name!r}; known: {', '.join(PRESETS)}", err=True)
+    settings = _settings()
+    catalog = presets(settings)
+    if name not in catalog:
+        typer.echo(f"error: unknown preset {name!r}; known: {', '.join(catalog)}", err=True)
         raise typer.Exit(2)
-    preset = PRESETS[name]
-    root = _settings().weights_root
-    target = root / preset.weights_name
+    preset = catalog[name]
     try:
-        snapshot_download(preset.repo, local_dir=target)
-        for lora in preset.loras:
-            hf_hub_download(lora.repo, lora.file, local_dir=root / "loras")
-    except Exception as exc:  # offline, unknown repo, disk full: say which and why
-        typer.echo(f"error: could not download {name} ({preset.repo}): {type(exc).__name__}: {exc}", err=True)
+        if dry_run:
+            typer.echo("\n".join(weights.plan(settings, preset).lines()))
+            return
+        plan = weights.pull(settings, preset, console=Console())
+    except weights.PullError as exc:
+        reason = " ".join(exc.message.split())  # one line, whatever the message held
+        typer.echo(f"error: could not download {name} ({preset.repo or preset.path}): {reason}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{name}: {preset.repo} -> {target}")
+    if preset.path:
+        typer.echo(f"{name}: nothing to pull for the pipeline: its weights are the local directory {preset.path}"
+                   + (f"; {len(plan.files)} LoRA file(s) verified" if plan.files else ""))
+        return
+    total = sum(r.size for r in plan.files)
+    typer.echo(f"{name}: {preset.repo} -> {settings.weights_root / preset.weights_name} "
+               f"({len(plan.files)} files, {weights.size_text(total)}, verified)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ log = logging.getLogger("openi2v.accel")
 # our names -> diffusers attention dispatcher backends that need nothing downloaded
 ATTENTION = {"sdpa": "native", "cudnn": "_native_cudnn", "flash": "_native_flash", "flash-attn": "flash",
              "flash3": "_flash_3", "sage": "sage", "math": "_native_math"}
+ATTENTION_PACKAGES = {"flash-attn": "flash_attn", "flash3": "flash_attn_interface", "sage": "sageattention"}
+GPU_ATTENTION = {"cudnn", "flash", "flash-attn", "flash3", "sage"}  # kernels without a CPU path
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # names that switch one speed-up on -> its field of Speedups
 SWITCHES = {"compile": "compile", "fp8": "fp8", "offload": "group_offload", "group_offload": "group_offload",
@@ -108,10 +110,31 @@ def apply_mag_cache(pipe, threshold: float, steps: int, mag_ratios: list[float])
         t.enable_cache(MagCacheConfig(mag_ratios=mag_ratios, num_inference_steps=steps, threshold=threshold))
 
 
+FP8_CAPABILITY = (8, 9)  # FP8 matmuls: Ada and Hopper onwards
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """What the speed-ups depend on: a CUDA device's compute capability and memory."""
+
+    capability: tuple[int, int]
+    total_bytes: int
+
+
+def gpu_facts(device: str) -> Gpu | None:
+    """``device``'s facts, or None for the CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    return Gpu((props.major, props.minor), props.total_memory)
+
+
 def fp8_supported() -> bool:
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= FP8_CAPABILITY
 
 
 def apply_fp8(pipe, device: str | None = None) -> None:
@@ -163,55 +186,74 @@ def apply_vae_compile(pipe) -> None:
     pipe.vae.decoder.compile()
 
 
-def gpu_is_small(device: str) -> bool:
-    import torch
-
-    return device.startswith("cuda") and torch.cuda.get_device_properties(device).total_memory < SMALL_GPU_BYTES
+def decide(s: Speedups, gpu: Gpu | None, calibrated: bool = False) -> tuple[list[str], dict[str, str]]:
+    """What ``apply_speedups`` applies on ``gpu`` (None: the CPU), in order, and why it skips the
+    others: the one place these rules live (``openi2v doctor`` prints them for each GPU)."""
+    applied = [s.dtype if gpu else "fp32"]
+    skipped: dict[str, str] = {}
+    if s.attention:
+        applied.append(f"attention={s.attention}")
+    offload = gpu is not None and (s.group_offload or gpu.total_bytes < SMALL_GPU_BYTES)
+    if s.fp8:
+        if gpu and gpu.capability >= FP8_CAPABILITY:
+            applied.append("fp8")
+        else:
+            skipped["fp8"] = "needs a GPU of compute capability 8.9 or newer"
+    if offload:
+        applied.append("group_offload")
+    if s.vae_tiling or offload:
+        applied.append("vae_tiling")
+    for name, wanted in (("vae_channels_last", s.vae_channels_last), ("vae_compile", s.vae_compile)):
+        if wanted and not gpu:
+            skipped[name] = "GPU only"
+        elif wanted and name == "vae_compile" and "vae_tiling" in applied:
+            # Tiles of several shapes would each compile, for a decode whose point is memory, not speed.
+            skipped[name] = "not with VAE tiling"
+        elif wanted:
+            applied.append(name)
+    if s.cache == "fbcache":
+        applied.append(f"fbcache={s.cache_threshold:g}")
+    elif s.cache == "magcache":
+        if calibrated:
+            applied.append(f"magcache={s.cache_threshold:g}")
+        else:
+            skipped["magcache"] = "no calibrated mag_ratios for this preset"
+    if s.compile:
+        if gpu:
+            applied.append("compile")
+        else:
+            skipped["compile"] = "GPU only"  # minutes of compiling on a CPU, for little
+    return applied, skipped
 
 
 def apply_speedups(pipe, s: Speedups, device: str, steps: int, mag_ratios: list[float] | None = None) -> list[str]:
     """Apply ``s`` to a loaded pipeline (already in its dtype) and place it on ``device``.
 
-    Returns the speed-ups applied, in order. Order matters: attention and caches hook
-    modules before compilation traces them; FP8 swaps weights before compilation too.
+    Returns the speed-ups applied, in order (``decide``). Order matters: attention and caches
+    hook modules before compilation traces them; FP8 swaps weights before compilation too.
     """
-    applied = [s.dtype if device != "cpu" else "fp32"]
+    applied, skipped = decide(s, gpu_facts(device), bool(mag_ratios))
+    for name, reason in skipped.items():
+        log.info("%s skipped: %s", name, reason)
+    offload = "group_offload" in applied
     if s.attention:
         apply_attention(pipe, s.attention)
-        applied.append(f"attention={s.attention}")
-    offload = s.group_offload or (device != "cpu" and gpu_is_small(device))
-    if s.fp8:
-        if fp8_supported():
-            apply_fp8(pipe, None if offload else device)
-            applied.append("fp8")
-        else:
-            log.info("fp8 skipped: needs a GPU of compute capability 8.9 or newer")
-    if offload and device != "cpu":
+    if "fp8" in applied:
+        apply_fp8(pipe, None if offload else device)
+    if offload:
         apply_group_offload(pipe, device)
-        applied.append("group_offload")
     else:
         pipe.to(device)
-    if s.vae_tiling or offload:
+    if "vae_tiling" in applied:
         apply_vae_tiling(pipe)
-        applied.append("vae_tiling")
-    if s.vae_channels_last and device != "cpu":
+    if "vae_channels_last" in applied:
         apply_vae_channels_last(pipe)
-        applied.append("vae_channels_last")
-    if s.vae_compile and device != "cpu" and "vae_tiling" not in applied:
-        # Not on a CPU (minutes of compiling, for little) nor with tiling, whose tiles of several
-        # shapes would each compile, for a decode whose point is memory, not speed.
+    if "vae_compile" in applied:
         apply_vae_compile(pipe)
-        applied.append("vae_compile")
     if s.cache == "fbcache":
         apply_first_block_cache(pipe, s.cache_threshold)
-        applied.append(f"fbcache={s.cache_threshold:g}")
-    elif s.cache == "magcache":
-        if mag_ratios:
-            apply_mag_cache(pipe, s.cache_threshold, steps, mag_ratios)
-            applied.append(f"magcache={s.cache_threshold:g}")
-        else:
-            log.info("magcache skipped: no calibrated mag_ratios for this preset")
-    if s.compile and device != "cpu":
+    elif s.cache == "magcache" and "magcache" not in skipped:
+        apply_mag_cache(pipe, s.cache_threshold, steps, mag_ratios)
+    if "compile" in applied:
         apply_compile(pipe, fullgraph=s.cache is None)  # a cache's per-step decision is a graph break
-        applied.append("compile")
     return applied
