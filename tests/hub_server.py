@@ -228,18 +228,17 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if start:
                 headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             cut = hub._limit(file, len(part)) if body else None
+            sent = (min(len(part), cut) if cut is not None else len(part)) if body else 0
+            self._record(status, file, sent)  # before the bytes: a client that has them finds them in the log
             self.send_response(status)
             for k, v in {**headers, "Content-Length": str(len(part)), "Accept-Ranges": "bytes"}.items():
                 self.send_header(k, v)
             self.end_headers()
-            sent = 0
             if body:
-                sent = min(len(part), cut) if cut is not None else len(part)
                 self.wfile.write(part[:sent])
                 self.wfile.flush()
                 if cut is not None:
                     self.close_connection = True  # mid-body: the client sees the connection drop
-            self._record(status, file, sent)
 
         def _bearer(self) -> str | None:
             auth = self.headers.get("Authorization") or ""
@@ -255,13 +254,13 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, status: int, headers: dict, payload: dict | None = None, file: str | None = None) -> None:
             data = json.dumps(payload).encode() if payload is not None else b""
+            self._record(status, file, 0)  # before the answer: a client that has it finds it in the log
             self.send_response(status)
             for k, v in {**headers, "Content-Type": "application/json", "Content-Length": str(len(data))}.items():
                 self.send_header(k, v)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-            self._record(status, file, 0)
 
         def _record(self, status: int, file: str | None, sent: int) -> None:
             with hub.lock:

@@ -197,6 +197,9 @@ def _index(repo: str, commit: str, endpoint: str | None, token: str | None) -> d
 
 
 def _remote(repo: str, commit: str, sibling, local_dir: Path) -> Remote:
+    name = PurePosixPath(sibling.rfilename)
+    if name.is_absolute() or ".." in name.parts or "\\" in sibling.rfilename or name.parts[0].startswith("."):
+        raise PullError(f"{repo} lists a file name that would land outside its folder: {sibling.rfilename!r}")
     lfs = sibling.lfs
     return Remote(repo, commit, sibling.rfilename, sibling.size or 0, lfs.sha256 if lfs else None,
                   sibling.blob_id, local_dir)

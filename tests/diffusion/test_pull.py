@@ -399,3 +399,15 @@ def test_dry_run_prints_the_plan_and_downloads_nothing(tmp_path, hub, tiny_repo)
 def test_the_fake_hubs_blob_ids_are_gits():
     """The listing's blobId of a non-LFS file is git's blob sha1, as on the Hub (`git hash-object`)."""
     assert git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_a_listed_file_name_that_would_leave_its_folder_is_refused(settings, hub, tiny_repo):
+    """A hostile mirror's listing cannot write outside the weights directory, nor over the manifest."""
+    files = {p.relative_to(tiny_repo.directory).as_posix(): p.read_bytes()
+             for p in tiny_repo.directory.rglob("*") if p.is_file()}
+    for name in ("transformer/../../../escaped.json", "transformer/../.openi2v/manifest.json"):
+        hub.add("evil/repo", files={**files, name: b"{}"})
+        with pytest.raises(weights.PullError, match=f"^evil/repo lists a file name that would land outside its "
+                                                    f"folder: '{name}'$"):
+            weights.pull(settings, replace(FIVE_B, repo="evil/repo"), endpoint=hub.url)
+    assert not (settings.weights_root.parent / "escaped.json").exists()
