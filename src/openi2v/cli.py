@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -438,9 +439,11 @@ def models_list() -> None:
     from openi2v import weights
     from openi2v.engines.catalog import presets
 
-    settings = _settings()
+    with _config_errors():
+        settings = _settings()
+        catalog = presets(settings)
     typer.echo("name\trepo\tsize\tfps\tframes\tsteps\tcfg\tweights\ton disk\tgpu memory\tspeed-ups")
-    for p in presets(settings).values():
+    for p in catalog.values():
         here = weights.status(settings, p)
         loras = f" + {len(p.loras)} LoRA{'s' if len(p.loras) > 1 else ''}" if p.loras else ""
         typer.echo("\t".join([p.name, f"{p.repo or p.path}{loras}", f"{p.width}x{p.height}", str(p.fps), str(p.frames),
@@ -462,11 +465,15 @@ def models_pull(name: str = typer.Argument(..., help="A preset from `openi2v mod
     checking each file's size and hash. HF_TOKEN and HF_ENDPOINT are honoured."""
     from rich.console import Console
 
-    from openi2v import weights
-    from openi2v.engines.catalog import presets
+    from openi2v.engines.catalog import presets, weights_of
 
-    settings = _settings()
-    catalog = presets(settings)
+    if importlib.util.find_spec("huggingface_hub") is None:
+        _exit_config("models pull needs huggingface_hub: pip install -e '.[diffusion]'")
+    from openi2v import weights
+
+    with _config_errors():
+        settings = _settings()
+        catalog = presets(settings)
     if name not in catalog:
         typer.echo(f"error: unknown preset {name!r}; known: {', '.join(catalog)}", err=True)
         raise typer.Exit(2)
@@ -480,12 +487,13 @@ def models_pull(name: str = typer.Argument(..., help="A preset from `openi2v mod
         reason = " ".join(exc.message.split())  # one line, whatever the message held
         typer.echo(f"error: could not download {name} ({preset.repo or preset.path}): {reason}", err=True)
         raise typer.Exit(1)
-    if preset.path:
-        typer.echo(f"{name}: nothing to pull for the pipeline: its weights are the local directory {preset.path}"
+    source = weights_of(preset, catalog)
+    if source.path:
+        typer.echo(f"{name}: nothing to pull for the pipeline: its weights are the local directory {source.path}"
                    + (f"; {len(plan.files)} LoRA file(s) verified" if plan.files else ""))
         return
     total = sum(r.size for r in plan.files)
-    typer.echo(f"{name}: {preset.repo} -> {settings.weights_root / preset.weights_name} "
+    typer.echo(f"{name}: {source.repo} -> {settings.weights_root / source.name} "
                f"({len(plan.files)} files, {weights.size_text(total)}, verified)")
 
 

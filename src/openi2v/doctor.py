@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from openi2v.config import Settings
 from openi2v.engines import accel, registry
-from openi2v.engines.catalog import Preset, presets
+from openi2v.engines.catalog import Preset, presets, weights_of
 
 GIB = 2**30
 PACKAGES = ("torch", "diffusers", "transformers", "huggingface_hub", "torchao", "accelerate")
@@ -130,9 +130,9 @@ def fit(settings: Settings, preset: Preset, gpu: GpuInfo | None) -> tuple[str, s
     need = f"needs about {preset.gpu_gib:g} GiB ({'measured' if preset.gpu_gib_measured else 'an estimate'})"
     # The figure is with fp8 where the preset runs it; without fp8 at most the weights double, so twice
     # the figure bounds it from above (and the figure itself from below).
-    bound = preset.gpu_gib * (2 if "fp8" in skipped and "fp8" in preset.speedups else 1)
+    bound = preset.gpu_gib * (2 if "fp8" in preset.speedups and "fp8" not in applied else 1)
     if bound > preset.gpu_gib:
-        need += " with fp8, which this GPU lacks: at most twice that without it"
+        need += " with fp8, which will not run: at most twice that without it"
     if bound <= have:
         return "fits", f"{need}; this GPU has {have:.0f} GiB", applied, skipped
     if "group_offload" in applied:
@@ -148,7 +148,8 @@ def examine(settings: Settings, found: list[GpuInfo] | None = None) -> Report:
     from openi2v.weights import status
 
     found = gpus() if found is None else found
-    index = int(settings.device.partition(":")[2] or 0) if settings.device.startswith("cuda") else None
+    number = settings.device.partition(":")[2] or "0"
+    index = int(number) if settings.device.startswith("cuda") and number.isdigit() else None
     gpu = next((g for g in found if g.index == index), None)
     fixes: list[str] = []
     missing = [m for m in ("torch", "diffusers") if importlib.util.find_spec(m) is None]
@@ -164,9 +165,10 @@ def examine(settings: Settings, found: list[GpuInfo] | None = None) -> Report:
         verdict, why, applied, skipped = fit(settings, preset, gpu)
         report = PresetReport(preset.name, weights.state, weights.missing, weights.bytes_on_disk, verdict, why,
                               applied, skipped)
+        source = weights_of(preset, catalog)
         if weights.state != "present":
-            report.fixes.append(f"openi2v models pull {preset.name}" if not preset.path else
-                                f"put the diffusers pipeline in {preset.path} (this preset's path)")
+            report.fixes.append(f"openi2v models pull {preset.name}" if not source.path else
+                                f"put the diffusers pipeline in {source.path} (this preset's path)")
         backend = registry.speedups_for(settings, preset).attention
         if backend and attention(gpu)[backend] != "ok":
             report.fixes.append(f"attention={backend}: {attention(gpu)[backend]}")

@@ -163,19 +163,27 @@ def plan(settings: "Settings", preset: Preset, *, endpoint: str | None = None, t
     files: list[Remote] = []
     skipped: list[tuple[str, int]] = []
     repo_bytes = 0
-    if not preset.path:
-        info = _listing(api, preset.repo, "repo")
+    source = _source(settings, preset)
+    if not source.path:
+        info = _listing(api, source.repo, "repo")
         sizes = {s.rfilename: s for s in info.siblings or ()}
         if INDEX not in sizes:
-            raise PullError(f"{preset.repo} has no {INDEX}: not a diffusers pipeline")
-        keep = _loaded(list(sizes), _index(preset.repo, info.sha, endpoint, token))
-        target = settings.weights_root / preset.weights_name
-        files = [_remote(preset.repo, info.sha, s, target) for name, s in sizes.items() if name in keep]
+            raise PullError(f"{source.repo} has no {INDEX}: not a diffusers pipeline")
+        keep = _loaded(list(sizes), _index(source.repo, info.sha, endpoint, token))
+        target = settings.weights_root / source.name
+        files = [_remote(source.repo, info.sha, s, target) for name, s in sizes.items() if name in keep]
         files.sort(key=lambda r: r.path == INDEX)
         skipped = [(name, s.size or 0) for name, s in sizes.items() if name not in keep]
         repo_bytes = sum(s.size or 0 for s in sizes.values())
     files += [_lora(api, lora, settings.weights_root / "loras") for lora in preset.loras if not lora.path]
     return Plan(tuple(files), tuple(skipped), repo_bytes)
+
+
+def _source(settings: "Settings", preset: Preset) -> Preset:
+    """The preset whose weights ``preset`` runs (its ``base``, followed to the end)."""
+    from openi2v.engines.catalog import presets, weights_of
+
+    return weights_of(preset, presets(settings))
 
 
 def _listing(api, repo: str, role: str):
@@ -270,8 +278,10 @@ def _pull(settings: "Settings", preset: Preset, console: "Console | None", endpo
           token: str | None) -> Plan:
     the_plan = plan(settings, preset, endpoint=endpoint, token=token)
     old = {d: _read_manifest(d) for d in {r.local_dir for r in the_plan.files}}
-    pipeline = settings.weights_root / preset.weights_name
+    pipeline = settings.weights_root / _source(settings, preset).name
     books = {d: {} if d == pipeline else dict(entries) for d, entries in old.items()}  # loras/ is shared
+    for gone in set(old.get(pipeline, {})) - {r.path for r in the_plan.files}:  # another revision's, or repo's
+        (pipeline / gone).unlink(missing_ok=True)  # a stale shard beside a new index would be loaded
     for r in the_plan.files:
         was = old[r.local_dir].get(r.path)
         same = was is not None and (was.get("sha256"), was.get("blob_id")) == (r.sha256, r.blob_id)
@@ -497,18 +507,22 @@ def _write_manifest(directory: Path, files: dict[str, dict]) -> None:
 def status(settings: "Settings", preset: Preset) -> WeightsStatus:
     """What of a preset's weights is on this machine, judged offline: by the manifest a pull wrote,
     else (a directory copied by hand, a ``path`` preset, the HF cache) from model_index.json."""
-    where = _pipeline_dir(settings, preset)
+    from openi2v.engines.registry import lora_file
+
+    source = _source(settings, preset)
+    where = _pipeline_dir(settings, source)
     if where is None:
-        missing, found = [preset.path or f"{preset.weights_name}/{INDEX}"], 0
+        missing, found = [source.path or f"{source.name}/{INDEX}"], 0
     elif (where / MANIFEST).exists():
-        missing, found = _listed_missing(where)
+        missing, found = _listed_missing(where, source.repo)
     else:
         missing, found = _judged_missing(where)
     on_disk = _du(where) if where else 0
     for lora in preset.loras:
-        path = Path(lora.path) if lora.path else settings.weights_root / "loras" / lora.file
+        path = lora_file(settings, lora)
         entry = None if lora.path else _read_manifest(settings.weights_root / "loras").get(lora.file)
-        if path.is_file() and (entry is None or entry["size"] == path.stat().st_size):
+        if path is not None and (entry is None or path.parent != settings.weights_root / "loras" or
+                                 entry.get("verified") == _stamp(path)):
             found, on_disk = found + 1, on_disk + path.stat().st_size
         else:
             missing.append(lora.path or f"loras/{lora.file}")
@@ -521,14 +535,18 @@ def _pipeline_dir(settings: "Settings", preset: Preset) -> Path | None:
 
     if preset.path:
         return Path(preset.path) if Path(preset.path).is_dir() else None
-    target = settings.weights_root / preset.weights_name
+    target = settings.weights_root / preset.name
     return target if target.is_dir() else local_weights(settings, preset)
 
 
-def _listed_missing(where: Path) -> tuple[list[str], int]:
-    """The manifest's files not there at their listed size, and how many are."""
+def _listed_missing(where: Path, repo: str) -> tuple[list[str], int]:
+    """The manifest's files not there as verified (missing, changed since, or not yet checked), or
+    pulled from another repo than ``repo``; and how many are fine."""
     listed = _read_manifest(where)
-    missing = [path for path, entry in sorted(listed.items()) if (_stamp(where / path) or [None])[0] != entry["size"]]
+    missing = [path + ("" if entry.get("repo") == repo else f" (from {entry.get('repo')})")
+               for path, entry in sorted(listed.items())
+               if entry.get("repo") != repo or entry.get("verified") is None
+               or entry["verified"] != _stamp(where / path)]
     return missing, len(listed) - len(missing)
 
 

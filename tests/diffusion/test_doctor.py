@@ -39,7 +39,7 @@ def test_without_a_gpu_it_says_the_camera_engine_serves_and_why(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[lines.index("GPUs") + 1] == "  none: no CUDA GPU (or torch without CUDA) here"
-    assert "  auto would serve motion: no weights for wan2.2-ti2v-5b-turbo (openi2v models pull " \
+    assert "  auto would serve motion: no CUDA GPU here and no weights for wan2.2-ti2v-5b-turbo (openi2v models pull " \
            "wan2.2-ti2v-5b-turbo): the camera-motion engine serves" in lines
     assert "  kwaivgi/kling-v2.5-turbo-pro/image-to-video: auto" in lines
     assert "  ok: the configured engines can start" in lines
@@ -121,3 +121,12 @@ def test_the_speedups_a_gpu_gets(gpu, expected):
                                                     "vae_channels_last", "vae_compile"]), gpu)
     assert applied == expected
     assert ("fp8" in skipped) == (gpu is None or gpu.capability < (8, 9))
+
+
+def test_the_fp8_figure_is_doubled_when_speedups_drop_fp8_and_a_malformed_device_is_no_crash(tmp_path):
+    l40s = doctor.GpuInfo(0, "NVIDIA L40S", 44 * GIB, 46 * GIB, (8, 9))
+    assert fits(doctor.examine(Settings(data_dir=tmp_path), [l40s]))["wan2.2-i2v-a14b-turbo"][0] == "fits"
+    without = fits(doctor.examine(Settings(data_dir=tmp_path, speedups="bf16,sdpa"), [l40s]))
+    assert without["wan2.2-i2v-a14b-turbo"][0] == "may not fit"  # 41.6 GiB was measured with fp8
+    report = doctor.examine(Settings(data_dir=tmp_path, device="cuda:x"), [H100])
+    assert {p.fit for p in report.presets} == {"no GPU"}

@@ -168,6 +168,16 @@ def test_a_new_preset_gives_every_field_it_needs(tmp_path):
     ('[[preset]]\nname = "x"\nrepo = "not a repo"\ninherit = "wan2.2-ti2v-5b"\n', 3,
      "field 'repo': must be a Hugging Face repo id"),
     ('[presets]\nname = "x"\n', 1, "unknown table or key 'presets'"),
+    ('[[preset]]\nname = "x"\ninherit = "wan2.2-ti2v-5b"\n\n[server]\nport = 1\n', 5,
+     "unknown table or key 'server'"),
+    ('[[preset]]\nname = "x"\ninherit = "wan2.2-ti2v-5b"\n[preset.extra]\ndecode_timestep = 0.05\n'
+     '[[preset.lora]]\npath = "a.safetensors"\n[[preset.lora]]\npath = "b.safetensors"\nscale = "high"\n', 10,
+     "field 'scale': must be a number from -100 to 100 (got 'high')"),
+    ('[[preset]]\nname = "x"\ninherit = "wan2.2-ti2v-5b"\nlora = [{path = "a.safetensors", into = "unet"}]\n', 4,
+     "field 'into': must be one of transformer, transformer_2"),
+    ('[[preset]]\nname = "a"\ninherit = "wan2.2-ti2v-5b"\nbase = "b"\n[[preset]]\nname = "b"\n'
+     'inherit = "wan2.2-ti2v-5b"\nbase = "a"\n', 4, "field 'base': a cycle: a -> b -> a"),
+    ('[[preset]]\nname = "loras"\ninherit = "wan2.2-ti2v-5b"\n', 2, "field 'name': must be 1-64 letters"),
     ('[[preset]]\nname = "x"\nsteps = = 3\n', None, "not valid TOML: Invalid value (at line 3, column 9)"),
 ])
 def test_a_malformed_file_names_the_line_and_the_field(tmp_path, text, line, expected):

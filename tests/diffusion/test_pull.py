@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from openi2v import weights
+from openi2v.weights import INDEX
 from openi2v.config import Settings
 from openi2v.engines import registry
 from openi2v.engines.catalog import BUILT_IN, Lora
@@ -411,3 +412,64 @@ def test_a_listed_file_name_that_would_leave_its_folder_is_refused(settings, hub
                                                     f"folder: '{name}'$"):
             weights.pull(settings, replace(FIVE_B, repo="evil/repo"), endpoint=hub.url)
     assert not (settings.weights_root.parent / "escaped.json").exists()
+
+
+def test_a_new_revision_or_another_repo_leaves_no_stale_file_and_is_not_taken_for_present(settings, hub, tiny_repo,
+                                                                                       monkeypatch):
+    weights.pull(settings, FIVE_B, endpoint=hub.url)
+    # upstream re-shards the transformer into one file: the old shards and their index must go, or
+    # from_pretrained would read the stale index and shards beside the new file
+    single = {k: v for k, v in tiny_repo.pipeline.items() if not k.startswith("transformer/diffusion_pytorch_model")}
+    single["transformer/diffusion_pytorch_model.safetensors"] = tiny_repo.pipeline[SHARD]  # bytes only matter here
+    hub.add(FIVE_B.repo, files=single)
+    weights.pull(settings, FIVE_B, endpoint=hub.url)
+    transformer = sorted(p.name for p in (target(settings) / "transformer").iterdir())
+    assert transformer == ["config.json", "diffusion_pytorch_model.safetensors"]
+
+    # the same directory now asked to hold a fine-tune from another repo: not present until pulled
+    ours = replace(FIVE_B, repo="our/finetune")
+    monkeypatch.setattr("openi2v.engines.catalog.BUILT_IN", {**BUILT_IN, FIVE_B.name: ours})
+    found = weights.status(settings, ours)
+    assert found.state == "absent" and "model_index.json (from Wan-AI/Wan2.2-TI2V-5B-Diffusers)" in found.missing
+    hub.add("our/finetune", files=single)
+    weights.pull(settings, ours, endpoint=hub.url)
+    assert weights.status(settings, ours).state == "present"
+
+
+def test_a_file_changed_after_it_was_verified_is_not_present_and_is_fetched_again(settings, hub, tiny_repo):
+    weights.pull(settings, FIVE_B, endpoint=hub.url)
+    shard = target(settings) / SHARD
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))  # same size, one byte flipped
+    found = weights.status(settings, FIVE_B)
+    assert found.state == "partial" and found.missing == [SHARD]
+    before = len(hub.file_requests())
+    weights.pull(settings, FIVE_B, endpoint=hub.url)
+    assert [s.file for s in hub.file_requests()[before:] if s.method == "GET" and s.file != INDEX] == [SHARD]
+    assert shard.read_bytes() == tiny_repo.pipeline[SHARD]
+    assert weights.status(settings, FIVE_B).state == "present"
+
+
+def test_a_base_given_a_local_directory_carries_its_dependants(tmp_path, hub):
+    ours = tmp_path / "ours"
+    tiny_models.save("wan2.2-a14b", ours)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "presets.toml").write_text(f'[[preset]]\nname = "wan2.2-i2v-a14b"\npath = "{ours}"\n')
+    out = cli(tmp_path, hub, "models", "pull", "wan2.2-i2v-a14b-turbo")
+    # the pipeline is the local directory; only the LoRAs are fetched (their repo is not on the fake hub)
+    assert "LoRA repo lightx2v/Wan2.2-Distill-Loras" in one_line_error(out)
+    assert {s.file for s in hub.file_requests()} == set()
+    settings = Settings(data_dir=tmp_path / "data")
+    assert registry.local_weights(settings, BUILT_IN["wan2.2-i2v-a14b-turbo"]) == ours
+
+
+def test_list_and_pull_refuse_a_malformed_preset_file_in_one_line(tmp_path, hub):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "presets.toml").write_text('[[preset]]\nname = "x"\ninherit = "wan2.2-ti2v-5b"\n'
+                                                    'steps = "thirty"\n')
+    for args in (("models", "list"), ("models", "pull", "x")):
+        out = cli(tmp_path, hub, *args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert out.stderr.strip() == (f"error: {tmp_path / 'data' / 'presets.toml'}, line 4: preset 'x', field "
+                                      "'steps': must be a whole number from 1 to 100000 (got 'thirty')")

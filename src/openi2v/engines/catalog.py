@@ -132,6 +132,14 @@ def presets(settings: "Settings | None" = None) -> dict[str, Preset]:
     return load(path, BUILT_IN)
 
 
+def weights_of(preset: Preset, catalog: dict[str, Preset]) -> Preset:
+    """The preset whose weights ``preset`` runs: itself, or the end of its chain of ``base``s (a preset
+    file refuses a cycle), so that a base given a ``path`` or ``repo`` carries its dependants along."""
+    while preset.base and preset.base in catalog and catalog[preset.base] is not preset:
+        preset = catalog[preset.base]
+    return preset
+
+
 def get_preset(name: str, settings: "Settings | None" = None) -> Preset:
     catalog = presets(settings)
     try:

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from openi2v.engines.catalog import Lora, Preset
+from openi2v.engines.registry import CPU_ENGINES, FAMILIES
 
-FAMILIES = ("wan", "ltx")
 EXPERTS = ("transformer", "transformer_2")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-RESERVED = {"motion", "instant", "auto"}  # engine names that are not presets (registry.py)
+# engine names that are not presets, and the weights directory's folder of LoRAs (models pull)
+RESERVED = {*CPU_ENGINES, "auto", "loras"}
 NEEDED = ("family", "width", "height", "fps", "frames", "steps", "cfg")  # besides repo or path
 LORA_FIELDS = ("repo", "file", "path", "into", "scale")
 # fields a file may not set: derived, or how the catalog names itself
@@ -83,10 +84,12 @@ def _parse(path: Path, text: str, built_in: dict[str, Preset]) -> dict[str, Pres
         seen.add(preset.name)
         catalog[preset.name] = preset
     for i, entry in enumerate(entries):
-        base = catalog[entry["name"]].base
-        if base is not None and base not in catalog:
-            raise PresetFileError(f"{where.at(i, 'base')}: preset {entry['name']!r}, field 'base': no preset "
-                                  f"named {base!r}")
+        chain = [entry["name"]]
+        while (base := catalog[chain[-1]].base) is not None:
+            if base not in catalog or base in chain:
+                rule = f"no preset named {base!r}" if base not in catalog else f"a cycle: {' -> '.join(chain + [base])}"
+                raise PresetFileError(f"{where.at(i, 'base')}: preset {entry['name']!r}, field 'base': {rule}")
+            chain.append(base)
     return catalog
 
 
@@ -95,7 +98,7 @@ def _preset(entry: dict, i: int, catalog: dict[str, Preset], built_in: dict[str,
     name = entry.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED:
         raise PresetFileError(f"{where.at(i, 'name')}: field 'name': must be 1-64 letters, digits, '.', '_' or "
-                              f"'-', and not motion, instant or auto (got {name!r})")
+                              f"'-', and not {', '.join(sorted(RESERVED))} (got {name!r})")
 
     def fail(field: str, rule: str, value: Any, lora: int | None = None) -> PresetFileError:
         got = "" if value is None else f" (got {value!r})"  # TOML has no null: None is a field not given
@@ -213,32 +216,39 @@ def _loras(value: Any, fail, root: Path) -> tuple[Lora, ...]:
 
 class _Locator:
     """File and line of a field: TOML parsers give no positions, so the text is scanned for the
-    i-th ``[[preset]]`` header and the field's ``key =`` line within its table."""
+    i-th ``[[preset]]`` header and the field's ``key =`` line within its tables (``[[preset.lora]]``
+    and ``[preset.extra]`` belong to it), or for a top-level table's own header."""
+
+    PRESET = re.compile(r"\s*\[\[\s*preset\s*\]\]")
+    LORA = re.compile(r"\s*\[\[\s*preset\s*\.\s*lora\s*\]\]")
+    SUB_TABLE = re.compile(r"\s*\[{1,2}\s*preset\s*\.")
 
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
         self.lines = text.splitlines()
 
     def at(self, preset: int | None, field: str, lora: int | None = None) -> str:
-        start, end = 0, len(self.lines)
-        if preset is not None:
-            headers = self._headers(r"\[\[\s*preset\s*\]\]", 0, len(self.lines))
-            if preset < len(headers):
-                start = headers[preset]
-                later = self._headers(r"\[", start + 1, len(self.lines))
-                end = next((h for h in later if not self._is_lora(h)), len(self.lines))
-            loras = self._headers(r"\[\[\s*preset\s*\.\s*lora\s*\]\]", start + 1, end)
-            if lora is not None and lora < len(loras):
-                start, end = loras[lora], (loras[lora + 1] if lora + 1 < len(loras) else end)
-            elif loras:
-                end = loras[0]
-        pattern = re.compile(rf"\s*[\"']?{re.escape(field)}[\"']?\s*=")
-        line = next((n for n in range(start, end) if pattern.match(self.lines[n])), start)
-        return f"{self.path}, line {line + 1}"
+        if preset is None:  # a top-level key, or the header of a table of that name
+            top = re.compile(rf"\s*(\[{{1,2}}\s*)?[\"']?{re.escape(field)}[\"']?\s*(=|\]|\.)")
+            return self._line(next((n for n, line in enumerate(self.lines) if top.match(line)), 0))
+        headers = [n for n, line in enumerate(self.lines) if self.PRESET.match(line)]
+        if preset >= len(headers):
+            return self._line(0)
+        start = headers[preset]
+        end = next((n for n in range(start + 1, len(self.lines))
+                    if self.lines[n].lstrip().startswith("[") and not self.SUB_TABLE.match(self.lines[n])),
+                   len(self.lines))
+        loras = [n for n in range(start + 1, end) if self.LORA.match(self.lines[n])]
+        if lora is not None and lora < len(loras):
+            start, end = loras[lora], next((n for n in range(loras[lora] + 1, end)
+                                            if self.lines[n].lstrip().startswith("[")), end)
+        pattern = re.compile(rf"\s*[\"']?({re.escape(field)}|lora)[\"']?\s*=")
+        exact = re.compile(rf"\s*[\"']?{re.escape(field)}[\"']?\s*=")
+        lines = range(start, end)
+        found = next((n for n in lines if exact.match(self.lines[n])), None)
+        if found is None:  # a LoRA written inline (lora = [{...}]): the line that starts it
+            found = next((n for n in lines if pattern.match(self.lines[n])), start)
+        return self._line(found)
 
-    def _headers(self, pattern: str, start: int, end: int) -> list[int]:
-        regex = re.compile(r"\s*" + pattern)
-        return [n for n in range(start, end) if regex.match(self.lines[n])]
-
-    def _is_lora(self, n: int) -> bool:
-        return re.match(r"\s*\[\[\s*preset\s*\.\s*lora\s*\]\]", self.lines[n]) is not None
+    def _line(self, n: int) -> str:
+        return f"{self.path}, line {n + 1}"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from openi2v.config import Settings
 from openi2v.engines.base import INSTANT_DESCRIPTION, MOTION_DESCRIPTION, Engine
-from openi2v.engines.catalog import Lora, Preset, get_preset, presets
+from openi2v.engines.catalog import Lora, Preset, get_preset, presets, weights_of
 
 if TYPE_CHECKING:
     from openi2v.engines.accel import Speedups
@@ -35,11 +35,10 @@ CPU_ENGINES = {"motion": MOTION_DESCRIPTION, "instant": INSTANT_DESCRIPTION}  # 
 def local_weights(settings: Settings, preset: Preset) -> Path | None:
     """A preset's diffusers directory: its own ``path``, else under ``weights_dir``, else in the Hugging
     Face cache. A preset with a ``base`` runs its base's weights, wherever they are."""
-    if preset.base:
-        preset = presets(settings).get(preset.base, preset)
+    preset = weights_of(preset, presets(settings))
     if preset.path:
         return Path(preset.path) if (Path(preset.path) / "model_index.json").exists() else None
-    path = settings.weights_root / preset.weights_name
+    path = settings.weights_root / preset.name
     if (path / "model_index.json").exists():
         return path
     if preset.repo and importlib.util.find_spec("huggingface_hub") is not None:
@@ -65,6 +64,11 @@ def lora_file(settings: Settings, lora: Lora) -> Path | None:
         if isinstance(cached, str):
             return Path(cached)
     return None
+
+
+def _nvidia_device() -> bool:
+    """Whether the NVIDIA driver shows a device here, without importing torch."""
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia").exists()
 
 
 def gpu_available() -> bool:
@@ -106,7 +110,8 @@ def auto(settings: Settings) -> tuple[str, str]:
     preset = catalog[settings.auto_preset]
     weights = local_weights(settings, preset)  # checked first: importing torch costs seconds
     if weights is None:
-        choice = "motion", (f"no weights for {preset.name} (openi2v models pull {preset.name}): "
+        gpu = "" if _nvidia_device() else "no CUDA GPU here and "  # no torch import: seconds at every start
+        choice = "motion", (f"{gpu}no weights for {preset.name} (openi2v models pull {preset.name}): "
                             "the camera-motion engine serves")
     elif settings.device.startswith("cuda") and not gpu_available():
         choice = "motion", f"weights for {preset.name} found but no CUDA GPU: the camera-motion engine serves"
@@ -151,11 +156,12 @@ def _check_preset(settings: Settings, name: str) -> None:
     if missing:
         raise ValueError(f"OPENI2V_ENGINES: preset {name} needs {' and '.join(missing)}, not installed here: "
                          "pip install -e '.[diffusion]'")
+    source = weights_of(preset, presets(settings))
     if local_weights(settings, preset) is None:
-        if preset.path:
-            raise ValueError(f"preset {name}: no diffusers pipeline (model_index.json) in {preset.path}, its path "
+        if source.path:
+            raise ValueError(f"preset {name}: no diffusers pipeline (model_index.json) in {source.path}, its path "
                              f"in {settings.presets_path}")
-        where = settings.weights_root / preset.weights_name
+        where = settings.weights_root / source.name
         raise ValueError(f"OPENI2V_ENGINES: preset {name} has no weights in {where} "
                          f"or the Hugging Face cache: run `openi2v models pull {name}` (or set OPENI2V_WEIGHTS_DIR)")
     for lora in preset.loras:
@@ -163,6 +169,13 @@ def _check_preset(settings: Settings, name: str) -> None:
             raise ValueError(f"preset {name}: LoRA file {lora.path} does not exist" if lora.path else
                              f"OPENI2V_ENGINES: preset {name} needs its LoRA {lora.name}, not on this machine: "
                              f"run `openi2v models pull {name}`")
+    from openi2v.weights import status
+
+    found = status(settings, preset)
+    if found.state != "present":  # a pull cut short, a file changed since it was verified, another repo's
+        raise ValueError(f"OPENI2V_ENGINES: preset {name}: its weights in {found.where} are {found.state} "
+                         f"(missing {', '.join(found.missing[:3])}{' ...' if len(found.missing) > 3 else ''}): "
+                         f"run `openi2v models pull {name}`")
     if settings.device.startswith("cuda") and not gpu_available():
         raise ValueError(f"OPENI2V_DEVICE: {settings.device}, but this machine has no CUDA GPU for preset {name}; "
                          "set OPENI2V_DEVICE=cpu or serve motion")
