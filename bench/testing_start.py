@@ -11,7 +11,6 @@ Run: .venv/bin/python bench/testing_start.py [rounds]
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 import tempfile
 import time

@@ -1,4 +1,4 @@
-"""`openi2v models pull` and `weights.py` against a fake Hub (tests/hub_server.py) speaking the
+"""`openi2v models pull` and `openi2v.weights` against a fake Hub (tests/hub_server.py) speaking the
 protocol huggingface_hub 2.4 uses: what a pull fetches and skips, resuming, hash checks, gated
 repos, LoRAs, disk space, the status `models list` shows, and a pulled preset generating video."""
 
@@ -18,6 +18,7 @@ import pytest
 
 from openi2v import weights
 from openi2v.weights import INDEX
+from openi2v.weights.pull import _Display as Display
 from openi2v.config import Settings
 from openi2v.engines import registry
 from openi2v.engines.catalog import BUILT_IN, Lora
@@ -175,8 +176,8 @@ def test_a_pull_stopped_for_good_resumes_in_the_next_run_where_it_stopped(settin
     assert partials(settings) == {f"{SHARD}/{hub.repos[FIVE_B.repo].sibling(SHARD)['lfs']['sha256']}": 8192}
 
     shown = []  # the file's bar and the total as the first resumed bytes arrive: both count the 8192 as done
-    advance = weights._Display._advance
-    monkeypatch.setattr(weights._Display, "_advance", lambda show, n: (
+    advance = Display._advance
+    monkeypatch.setattr(Display, "_advance", lambda show, n: (
         advance(show, n), shown.append(tuple(t.completed for t in show.bars.tasks if t.id in (show.task, show.total)))))
     before = len(hub.log)
     weights.pull(settings, FIVE_B, endpoint=hub.url)

@@ -15,7 +15,6 @@ import queue
 import random
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import cv2
