@@ -479,7 +479,8 @@ def models_pull(name: str = typer.Argument(..., help="A preset from `openi2v mod
     preset = catalog[name]
     try:
         if dry_run:
-            typer.echo("\n".join(weights.plan(settings, preset).lines()))
+            the_plan = weights.plan(settings, preset)
+            typer.echo("\n".join(the_plan.lines(weights.to_fetch(settings, preset, the_plan))))
             return
         plan = weights.pull(settings, preset, console=Console())
     except weights.PullError as exc:

@@ -445,6 +445,10 @@ def test_a_file_changed_after_it_was_verified_is_not_present_and_is_fetched_agai
     shard.write_bytes(bytes(data))  # same size, one byte flipped
     found = weights.status(settings, FIVE_B)
     assert found.state == "partial" and found.missing == [SHARD]
+    the_plan = weights.plan(settings, FIVE_B, endpoint=hub.url)  # what --dry-run prints
+    assert [r.path for r in weights.to_fetch(settings, FIVE_B, the_plan)] == [SHARD]
+    assert the_plan.lines(weights.to_fetch(settings, FIVE_B, the_plan))[-1].startswith(
+        f"to fetch: 1 of {len(tiny_repo.pipeline)} files, {len(data)} bytes")
     before = len(hub.file_requests())
     weights.pull(settings, FIVE_B, endpoint=hub.url)
     assert [s.file for s in hub.file_requests()[before:] if s.method == "GET" and s.file != INDEX] == [SHARD]

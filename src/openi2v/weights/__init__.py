@@ -22,7 +22,7 @@ loadable pipeline (``registry.local_weights`` looks for it).
 
 from openi2v.weights.hub import INDEX, PullError
 from openi2v.weights.plan import Plan, Remote, plan, size_text
-from openi2v.weights.pull import pull
+from openi2v.weights.pull import pull, to_fetch
 from openi2v.weights.status import State, WeightsStatus, status
 
-__all__ = ["INDEX", "Plan", "PullError", "Remote", "State", "WeightsStatus", "plan", "pull", "size_text", "status"]
+__all__ = ["INDEX", "Plan", "PullError", "Remote", "State", "WeightsStatus", "plan", "pull", "size_text", "status", "to_fetch"]

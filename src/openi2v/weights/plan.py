@@ -82,12 +82,12 @@ class Plan:
     skipped: tuple[tuple[str, int], ...]  # (path, size) in the pipeline repo, never read by the pipeline
     repo_bytes: int  # all the pipeline repo holds
 
-    def lines(self) -> list[str]:
-        """What ``models pull --dry-run`` prints: each file to fetch, have or skip, then the totals."""
-        fetch = [r for r in self.files if not r.complete()]
+    def lines(self, fetch: list["Remote"]) -> list[str]:
+        """What ``models pull --dry-run`` prints: each file to fetch (``fetch``, less what its partial
+        holds), have or skip, then the totals."""
         out = [f"{'fetch' if r in fetch else 'have'}\t{r.label}\t{r.size}" for r in self.files]
         out += [f"skip\t{path}\t{size}" for path, size in self.skipped]
-        need = sum(r.size for r in fetch)
+        need = sum(r.size - r.resumable() for r in fetch)
         out.append(f"to fetch: {len(fetch)} of {len(self.files)} files, {need} bytes ({size_text(need)}); "
                    f"the repo holds {self.repo_bytes} bytes ({size_text(self.repo_bytes)}), "
                    f"{len(self.skipped)} files skipped")

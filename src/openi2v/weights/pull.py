@@ -47,16 +47,10 @@ def _alone(root: Path) -> Iterator[None]:
 def _pull(settings: "Settings", preset: Preset, console: "Console | None", endpoint: str | None,
           token: str | None) -> Plan:
     the_plan = plan(settings, preset, endpoint=endpoint, token=token)
-    old = {d: read_manifest(d) for d in {r.local_dir for r in the_plan.files}}
+    old, books, todo = _books(settings, preset, the_plan)
     pipeline = settings.weights_root / source_of(settings, preset).name
-    books = {d: {} if d == pipeline else dict(entries) for d, entries in old.items()}  # loras/ is shared
     for gone in set(old.get(pipeline, {})) - {r.path for r in the_plan.files}:  # another revision's, or repo's
         (pipeline / gone).unlink(missing_ok=True)  # a stale shard beside a new index would be loaded
-    for r in the_plan.files:
-        was = old[r.local_dir].get(r.path)
-        same = was is not None and (was.get("sha256"), was.get("blob_id")) == (r.sha256, r.blob_id)
-        books[r.local_dir][r.path] = r.entry(was.get("verified") if same else None)
-    todo = [r for r in the_plan.files if not _verified(r, books[r.local_dir][r.path])]
     _tidy(books.keys(), todo)
     if todo:
         _check_disk(todo, todo[0].local_dir)
@@ -67,6 +61,24 @@ def _pull(settings: "Settings", preset: Preset, console: "Console | None", endpo
             books[r.local_dir][r.path] = r.entry(_fetch(r, show, endpoint, token))
             write_manifest(r.local_dir, books[r.local_dir])
     return the_plan
+
+
+def to_fetch(settings: "Settings", preset: Preset, the_plan: Plan) -> list[Remote]:
+    """The files of ``the_plan`` a pull would fetch: all but those verified and unchanged since."""
+    return _books(settings, preset, the_plan)[2]
+
+
+def _books(settings: "Settings", preset: Preset, the_plan: Plan) -> tuple[dict, dict, list[Remote]]:
+    """Each directory's manifest as it was and as the plan makes it (a verified stamp kept only for
+    the same content), and the files still to fetch."""
+    old = {d: read_manifest(d) for d in {r.local_dir for r in the_plan.files}}
+    pipeline = settings.weights_root / source_of(settings, preset).name
+    books = {d: {} if d == pipeline else dict(entries) for d, entries in old.items()}  # loras/ is shared
+    for r in the_plan.files:
+        was = old[r.local_dir].get(r.path)
+        same = was is not None and (was.get("sha256"), was.get("blob_id")) == (r.sha256, r.blob_id)
+        books[r.local_dir][r.path] = r.entry(was.get("verified") if same else None)
+    return old, books, [r for r in the_plan.files if not _verified(r, books[r.local_dir][r.path])]
 
 
 def _verified(r: Remote, entry: dict) -> bool:
