@@ -108,13 +108,20 @@ def attention(gpu: GpuInfo | None) -> dict[str, str]:
     out = {}
     for name in accel.ATTENTION:
         package = accel.ATTENTION_PACKAGES.get(name)
-        if package and importlib.util.find_spec(package) is None:
-            out[name] = f"{package} is not installed"
-        elif name in accel.GPU_ATTENTION and gpu is None:
-            out[name] = "GPU only"
-        else:
-            out[name] = "ok"
+        out[name] = (_imports(package) if package else "ok") if name not in accel.GPU_ATTENTION or gpu else \
+            "GPU only"
     return out
+
+
+def _imports(package: str) -> str:
+    """"ok" when ``package`` imports (a kernel built for another CUDA or torch is installed, yet fails here)."""
+    if importlib.util.find_spec(package) is None:
+        return f"{package} is not installed"
+    try:
+        importlib.import_module(package)
+    except Exception as exc:  # whatever a broken build raises: the reason, in a line
+        return f"{package} does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return "ok"
 
 
 def fit(settings: Settings, preset: Preset, gpu: GpuInfo | None) -> tuple[str, str, list[str], dict[str, str]]:

@@ -130,3 +130,16 @@ def test_the_fp8_figure_is_doubled_when_speedups_drop_fp8_and_a_malformed_device
     assert without["wan2.2-i2v-a14b-turbo"][0] == "may not fit"  # 41.6 GiB was measured with fp8
     report = doctor.examine(Settings(data_dir=tmp_path, device="cuda:x"), [H100])
     assert {p.fit for p in report.presets} == {"no GPU"}
+
+
+def test_an_attention_backend_that_is_installed_but_broken_says_why(tmp_path, monkeypatch):
+    broken = tmp_path / "site" / "sageattention"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("built for CUDA 12.8, this is 12.4")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "sageattention", raising=False)
+    backends = doctor.attention(H100)
+    assert backends["sage"] == "sageattention does not import (RuntimeError: built for CUDA 12.8, this is 12.4)"
+    assert backends["flash3"] == "flash_attn_interface is not installed"
+    assert backends["sdpa"] == backends["cudnn"] == "ok"
+    assert doctor.attention(None)["cudnn"] == "GPU only"
