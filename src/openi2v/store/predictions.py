@@ -246,29 +246,38 @@ class PredictionStore:
         if t - self._exhausted_at >= EXHAUSTED_CHECK_S:  # not on every poll: half an idle poll's queries
             self._exhausted_at = t
             self._fail_exhausted(t)
-        claimable = or_(
-            _QUEUED,
-            and_(_RUNNING, predictions.c.lease_expires_at < t, predictions.c.attempts < self.max_attempts),
-        )
+        lost = and_(_RUNNING, predictions.c.lease_expires_at < t, predictions.c.attempts < self.max_attempts)
         held = predictions.c.not_before > t  # a scenario holds it in the queue until then
-        where = [claimable, predictions.c.model.in_(models), or_(predictions.c.not_before.is_(None), ~held)]
+        common = [predictions.c.model.in_(models), or_(predictions.c.not_before.is_(None), ~held)]
         limit = self.limits.running
-        if limit:  # a lost lease claimed again adds no running job: it is never held back
-            where.append(or_(_RUNNING, predictions.c.api_key_id.notin_(_keys_at(limit))))
-        passed_over: list[int] = []
         with self.db.write() as conn:
-            for _ in range(CLAIM_TRIES):
-                skip = [predictions.c.api_key_id.notin_(passed_over)] if passed_over else []
-                pick = (select(predictions.c.id, predictions.c.api_key_id, predictions.c.status).where(*where, *skip)
-                        .order_by(predictions.c.created_at).limit(1).with_for_update(skip_locked=True, of=predictions))
-                picked = conn.execute(pick).first()
-                if picked is None:
-                    return None
-                if limit and picked.status == Status.CREATED.value and self._at_limit(conn, picked.api_key_id):
-                    passed_over.append(picked.api_key_id)  # another worker started one of its meanwhile
-                    continue
-                return self._transition(conn, picked.id, Outcome(Status.PROCESSING), lease=(owner, lease_s),
-                                        where=[claimable])
+            # A lost lease first (its job is older than any queued one, and claiming it adds no running
+            # job, so no key limit holds it back), then the oldest queued job. Two statements, not one
+            # with an OR: each reads its index in order (ix_predictions_queue), where the OR made
+            # PostgreSQL scan and sort the whole queue (bench/claim_depth.py).
+            found = self._pick(conn, [lost, *common], None, owner, lease_s)
+            if found is None:
+                keys = [predictions.c.api_key_id.notin_(_keys_at(limit))] if limit else []
+                found = self._pick(conn, [_QUEUED, *common, *keys], limit, owner, lease_s)
+        return found
+
+    def _pick(self, conn: Connection, where: list, limit: int | None, owner: str,
+              lease_s: float) -> Prediction | None:
+        """Take the oldest row matching ``where`` nobody else is taking (SKIP LOCKED), passing over keys
+        found at their ``limit`` of running jobs."""
+        passed_over: list[int] = []
+        for _ in range(CLAIM_TRIES):
+            skip = [predictions.c.api_key_id.notin_(passed_over)] if passed_over else []
+            pick = (select(predictions.c.id, predictions.c.api_key_id).where(*where, *skip)
+                    .order_by(predictions.c.created_at).limit(1).with_for_update(skip_locked=True, of=predictions))
+            picked = conn.execute(pick).first()
+            if picked is None:
+                return None
+            if limit and self._at_limit(conn, picked.api_key_id):
+                passed_over.append(picked.api_key_id)  # another worker started one of its meanwhile
+                continue
+            return self._transition(conn, picked.id, Outcome(Status.PROCESSING), lease=(owner, lease_s),
+                                    where=[where[0]])
         return None
 
     def _at_limit(self, conn: Connection, key_id: int) -> bool:
