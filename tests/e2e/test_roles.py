@@ -4,14 +4,17 @@ separate machines; a worker drains on SIGTERM; /metrics adds up every process's 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from openi2v.config import KLING_MODEL
+from tests import pictures
 from tests.e2e.server import Server, Workers
 from tests.e2e.test_restart import result, submit, wait_until_finished, wait_until_rendering
 
@@ -94,3 +97,63 @@ def test_metrics_add_up_every_process_of_one_server(tmp_path):
             assert figures[("openi2v_predictions_ended_total", (("model", KLING_MODEL), ("status", "completed")))] == 2
     finally:
         server.stop()
+
+
+def worker_processes(parent: int) -> list[int]:
+    """The worker processes ``openi2v worker`` spawned (not multiprocessing's resource tracker)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if ppid == parent and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_worker_process_that_dies_is_started_again_and_takes_the_next_job(tmp_path):
+    api = Server(tmp_path, workers=0, OPENI2V_ENGINES=json.dumps({KLING_MODEL: "instant"})).start()
+    workers = Workers(api.env, "--concurrency", "1", log=tmp_path / "workers.log")
+    try:
+        workers.start()
+        [first] = worker_processes(workers.proc.pid)
+        os.kill(first, signal.SIGKILL)  # a crash outside the engine: the whole worker process
+        deadline = time.monotonic() + 60  # a guard against a hang, not a speed limit
+        while not (again := [p for p in worker_processes(workers.proc.pid) if p != first]):
+            assert time.monotonic() < deadline, workers.log.read_text()
+            time.sleep(0.1)
+        assert f"worker process {first} exited with code -9; starting it again" in workers.log.read_text()
+        h = {"Authorization": f"Bearer {api.new_key(10.0)}"}
+        done = wait_until_finished(api, h, [submit(api, h, "pan left")])
+        assert [d["status"] for d in done.values()] == ["completed"]
+        assert samples(workers.url)[("openi2v_worker_restarts_total", ())] == 1
+        assert worker_processes(workers.proc.pid) == again
+    finally:
+        workers.stop()
+        api.stop()
+
+
+@pytest.mark.parametrize("api_processes", ["1", "2"])
+def test_the_api_processes_log_json_lines_too(tmp_path, api_processes):
+    """OPENI2V_LOG_FORMAT=json reaches the API processes themselves (serving_app), one or several."""
+    api = Server(tmp_path, workers=1, OPENI2V_ENGINES=json.dumps({KLING_MODEL: "instant"}), OPENI2V_LOG_FORMAT="json",
+                 OPENI2V_API_PROCESSES=api_processes, OPENI2V_FETCH_ALLOW="127.0.0.1",
+                 OPENI2V_WEBHOOK_RETRY_DELAYS="").start()
+    try:
+        h = {"Authorization": f"Bearer {api.new_key(10.0)}"}
+        refused = "http://127.0.0.1:9/hook"  # nothing listens: the API's webhook sender logs a warning
+        r = httpx.post(f"{api.url}/api/v3/{KLING_MODEL}", params={"webhook": refused}, headers=h,
+                       json={"image": pictures.data_uri(400, 300), "prompt": "pan left"})
+        assert r.status_code == 200, r.text
+        pid = r.json()["data"]["id"]
+        deadline = time.monotonic() + 60  # a guard against a hang, not a speed limit
+        while not (lines := [line for line in api.log.read_text().splitlines() if f"webhook for {pid}" in line]):
+            assert time.monotonic() < deadline, api.log.read_text()
+            time.sleep(0.1)
+        record = json.loads(lines[0])
+        assert (record["level"], record["logger"], record["prediction_id"]) == ("warning", "openi2v.webhooks", pid)
+        assert record["message"].startswith(f"webhook for {pid} to {refused} failed (attempt 1)")
+    finally:
+        api.stop()
