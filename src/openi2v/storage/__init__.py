@@ -55,8 +55,9 @@ class Storage(Protocol):
         """The URL a result hands out for an output, valid at least until ``expires_at`` (None: kept for
         ever) where the backend allows."""
 
-    def upload_target(self, key: str, base: str, content_type: str, ttl_s: int) -> str:
-        """Where a client PUTs an upload's bytes (the ticket flow), for ``ttl_s`` seconds."""
+    def upload_target(self, key: str, base: str, content_type: str, size: int, ttl_s: int) -> str:
+        """Where a client PUTs an upload's bytes (the ticket flow), for ``ttl_s`` seconds; ``size``: the
+        ticket's declared byte count (0: not declared)."""
 
 
 def from_settings(settings: "Settings") -> Storage:

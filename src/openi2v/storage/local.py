@@ -74,7 +74,7 @@ class LocalStorage:
     def url(self, key: str, base: str, expires_at: float | None) -> str:
         return base + key
 
-    def upload_target(self, key: str, base: str, content_type: str, ttl_s: int) -> str:
+    def upload_target(self, key: str, base: str, content_type: str, size: int, ttl_s: int) -> str:
         return f"{base}api/v3/media/uploads/{parse_key(key)[1]}"  # api/routes/media.py's PUT receives it
 
     def _path(self, key: str) -> Path:

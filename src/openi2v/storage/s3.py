@@ -46,9 +46,10 @@ class S3Storage:
       URL is signed until the file's retention ends, at most 7 days from the moment the result is
       read; ``file_urls="api"`` hands out the API's own URL instead, which redirects to a fresh one.
     - ``upload_target`` is a presigned PUT: the ticket's content type is signed (the client must send
-      that header), but the URL is not single-use and the API never sees the upload's size. What the
-      workers read is still bounded: ``read`` fetches at most ``max_bytes`` + 1 bytes and the caller
-      refuses a larger file.
+      that header), and so is its declared size, which the ticket route held to the upload limits,
+      so the bucket refuses a longer body. A ticket that declares no size (``size`` 0; the official
+      SDKs always send it) gets no such cap, and the URL is not single-use. What the workers read is
+      still bounded: ``read`` fetches at most ``max_bytes`` + 1 bytes and the caller refuses a larger file.
     """
 
     def __init__(self, client, bucket: str, prefix: str = "", file_urls: str = "presigned") -> None:
@@ -133,8 +134,10 @@ class S3Storage:
         ttl = MAX_URL_TTL_S if expires_at is None else int(expires_at - time.time())
         return self._presign("get_object", key, min(max(ttl, MIN_URL_TTL_S), MAX_URL_TTL_S))
 
-    def upload_target(self, key: str, base: str, content_type: str, ttl_s: int) -> str:
-        return self._presign("put_object", key, ttl_s, ContentType=content_type)
+    def upload_target(self, key: str, base: str, content_type: str, size: int, ttl_s: int) -> str:
+        # the declared size signed too: the bucket refuses a body of any other length
+        return self._presign("put_object", key, ttl_s, ContentType=content_type,
+                             **({"ContentLength": size} if size else {}))
 
     def _put_file(self, path: Path, key: str, content_type: str) -> None:
         try:

@@ -41,7 +41,7 @@ async def create_ticket(request: Request, key_id: int = Depends(api_key)) -> JSO
                                      c.settings.upload_ticket_ttl_s)
     base = c.base_url(request)
     data = _upload_data(upload, base)
-    target = c.storage.upload_target(upload_key(upload.token, upload.filename), base, content_type,
+    target = c.storage.upload_target(upload_key(upload.token, upload.filename), base, content_type, size,
                                      c.settings.upload_ticket_ttl_s)
     data["upload"] = {"method": "PUT", "url": target, "headers": {"Content-Type": content_type},
                       "expires_at": iso(upload.put_expires_at)}
