@@ -116,7 +116,7 @@ class DiffusionEngine:
             if transformer is None:
                 raise ValueError(f"preset {self.name}: LoRA {lora.name} is for {lora.into}, which the pipeline "
                                  f"in {self.weights} does not have")
-            changed = merge_lora(transformer, self._lora_file(lora), lora.scale)
+            changed = merge_lora(transformer, self._lora_file(lora), lora.scale, self.device)
             log.info("%s: LoRA %s merged into %s at scale %g (%d parameters)", self.name, lora.name, lora.into,
                      lora.scale, changed)
 
