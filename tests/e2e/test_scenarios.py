@@ -121,3 +121,24 @@ def test_a_key_whose_scenario_is_failing(server, image):
     failing = Client(api_key=server.new_key(1.0, scenario="failing"), base_url=server.url)
     with pytest.raises(RuntimeError, match=r"simulated failure \(scenario\)"):
         failing.run(KLING_MODEL, {"image": image, "prompt": "pan left"}, poll_interval=0.2)
+
+
+def test_poll_errors_are_counted_once_across_api_processes_under_concurrent_polls(tmp_path):
+    """The flaky scenario's first two polls of each prediction fail, however many processes and
+    concurrent polls share them: the count is in the row, taken under its lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = Server(tmp_path, workers=0, OPENI2V_API_PROCESSES="2").start()  # no worker: the polls find it queued
+    try:
+        h = {"Authorization": f"Bearer {s.new_key(10.0, scenario='flaky')}"}
+        ids = [httpx.post(f"{s.url}/api/v3/{KLING_MODEL}", headers=h, json={
+            "image": pictures.data_uri(400, 300), "prompt": f"pan left {i}"}).json()["data"]["id"] for i in range(6)]
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(
+                lambda pid: (pid, httpx.get(f"{s.url}/api/v3/predictions/{pid}/result", headers=h).status_code),
+                [pid for pid in ids for _ in range(20)]))
+        for pid in ids:
+            codes = sorted(code for p, code in answers if p == pid)
+            assert codes == [200] * 18 + [429, 503], (pid, codes)
+    finally:
+        s.stop()
