@@ -159,13 +159,14 @@ def examine(settings: Settings, found: list[GpuInfo] | None = None) -> Report:
     index = int(number) if settings.device.startswith("cuda") and number.isdigit() else None
     gpu = next((g for g in found if g.index == index), None)
     fixes: list[str] = []
-    missing = [m for m in ("torch", "diffusers") if importlib.util.find_spec(m) is None]
+    missing = registry.missing_diffusion_packages()
     if missing:
         fixes.append("pip install -e '.[diffusion]'  # diffusion presets need " + " and ".join(missing))
+    backends = attention(gpu)  # once: a broken kernel package runs its failing import each time
     try:
         catalog = presets(settings)
     except ValueError as exc:  # a malformed preset file: nothing else can be judged
-        return Report(found, versions(), attention(gpu), [], None, dict(settings.engines), str(exc), fixes)
+        return Report(found, versions(), backends, [], None, dict(settings.engines), str(exc), fixes)
     reports = []
     for preset in catalog.values():
         weights = status(settings, preset)
@@ -177,8 +178,8 @@ def examine(settings: Settings, found: list[GpuInfo] | None = None) -> Report:
             report.fixes.append(f"openi2v models pull {preset.name}" if not source.path else
                                 f"put the diffusers pipeline in {source.path} (this preset's path)")
         backend = registry.speedups_for(settings, preset).attention
-        if backend and attention(gpu)[backend] != "ok":
-            report.fixes.append(f"attention={backend}: {attention(gpu)[backend]}")
+        if backend and backends[backend] != "ok":
+            report.fixes.append(f"attention={backend}: {backends[backend]}")
         reports.append(report)
     try:
         auto = registry.auto(settings)
@@ -189,7 +190,7 @@ def examine(settings: Settings, found: list[GpuInfo] | None = None) -> Report:
         registry.check(settings)
     except ValueError as exc:
         problem = str(exc)
-    return Report(found, versions(), attention(gpu), reports, auto, dict(settings.engines), problem, fixes)
+    return Report(found, versions(), backends, reports, auto, dict(settings.engines), problem, fixes)
 
 
 def render(report: Report) -> list[str]:

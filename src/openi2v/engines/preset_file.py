@@ -50,15 +50,16 @@ def load(path: Path, built_in: dict[str, Preset]) -> dict[str, Preset]:
     """``built_in`` with the file's presets added or overriding (read again only when the file changes)."""
     try:
         stat = path.stat()
+        key = (path.resolve(), stat.st_mtime_ns, stat.st_size)
+        if key in _cache:
+            return _cache[key]
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PresetFileError(f"OPENI2V_PRESETS_FILE: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PresetFileError(f"{path}: cannot be read ({exc})") from None
-    key = (path.resolve(), stat.st_mtime_ns, stat.st_size)
-    if key not in _cache:
-        _cache.clear()
-        _cache[key] = _parse(path, text, built_in)
+    _cache.clear()
+    _cache[key] = _parse(path, text, built_in)
     return _cache[key]
 
 

@@ -71,6 +71,11 @@ def _nvidia_device() -> bool:
     return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia").exists()
 
 
+def missing_diffusion_packages() -> list[str]:
+    """What a diffusion preset needs that is not installed here (the ``diffusion`` extra)."""
+    return [m for m in ("torch", "diffusers") if importlib.util.find_spec(m) is None]
+
+
 def gpu_available() -> bool:
     if importlib.util.find_spec("torch") is None:
         return False
@@ -152,7 +157,7 @@ def _check_preset(settings: Settings, name: str) -> None:
         preset = diffusion_preset(settings, name)
     except ValueError as exc:
         raise ValueError(f"OPENI2V_DIFFUSION_SIZE: {exc}") from exc
-    missing = [m for m in ("torch", "diffusers") if importlib.util.find_spec(m) is None]
+    missing = missing_diffusion_packages()
     if missing:
         raise ValueError(f"OPENI2V_ENGINES: preset {name} needs {' and '.join(missing)}, not installed here: "
                          "pip install -e '.[diffusion]'")

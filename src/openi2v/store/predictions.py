@@ -255,20 +255,20 @@ class PredictionStore:
             # job, so no key limit holds it back), then the oldest queued job. Two statements, not one
             # with an OR: each reads its index in order (ix_predictions_queue), where the OR made
             # PostgreSQL scan and sort the whole queue (bench/claim_depth.py).
-            found = self._pick(conn, [lost, *common], None, owner, lease_s)
+            found = self._pick(conn, lost, common, None, owner, lease_s)
             if found is None:
                 keys = [predictions.c.api_key_id.notin_(_keys_at(limit))] if limit else []
-                found = self._pick(conn, [_QUEUED, *common, *keys], limit, owner, lease_s)
+                found = self._pick(conn, _QUEUED, common + keys, limit, owner, lease_s)
         return found
 
-    def _pick(self, conn: Connection, where: list, limit: int | None, owner: str,
+    def _pick(self, conn: Connection, claimable, where: list, limit: int | None, owner: str,
               lease_s: float) -> Prediction | None:
-        """Take the oldest row matching ``where`` nobody else is taking (SKIP LOCKED), passing over keys
-        found at their ``limit`` of running jobs."""
+        """Take the oldest ``claimable`` row matching ``where`` nobody else is taking (SKIP LOCKED),
+        passing over keys found at their ``limit`` of running jobs."""
         passed_over: list[int] = []
         for _ in range(CLAIM_TRIES):
             skip = [predictions.c.api_key_id.notin_(passed_over)] if passed_over else []
-            pick = (select(predictions.c.id, predictions.c.api_key_id).where(*where, *skip)
+            pick = (select(predictions.c.id, predictions.c.api_key_id).where(claimable, *where, *skip)
                     .order_by(predictions.c.created_at).limit(1).with_for_update(skip_locked=True, of=predictions))
             picked = conn.execute(pick).first()
             if picked is None:
@@ -277,7 +277,7 @@ class PredictionStore:
                 passed_over.append(picked.api_key_id)  # another worker started one of its meanwhile
                 continue
             return self._transition(conn, picked.id, Outcome(Status.PROCESSING), lease=(owner, lease_s),
-                                    where=[where[0]])
+                                    where=[claimable])
         return None
 
     def _at_limit(self, conn: Connection, key_id: int) -> bool:
